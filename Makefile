@@ -1,0 +1,72 @@
+# SPDX-License-Identifier: GPL-2.0
+# UPM: build, boot and test the patched Linux 6.12 kernel. `make help`.
+
+SHELL := /bin/bash
+FLAVOUR ?= debug
+export FLAVOUR KSRC MEM CPUS TIMEOUT ACCEL NUMA APPEND
+BUILD := $(CURDIR)/build
+S := $(CURDIR)/scripts
+
+.PHONY: help deps tree kernel selftests headers vm shell run test check \
+	patch refresh bench clean distclean
+
+help:
+	@echo 'UPM make targets:'
+	@echo '  run        boot the kernel and show UPM at work (the main job)'
+	@echo '  test       everything CI checks: deps, debug kernel, guest tests, check'
+	@echo '  deps       install missing Debian packages (apt)'
+	@echo '  tree       unpack 6.12, apply patches/series, overlay our files'
+	@echo '  kernel     build bzImage (FLAVOUR=debug|release)'
+	@echo '  selftests  build the UPM and upstream KSM selftests'
+	@echo '  headers    install patched UAPI headers, print the include dir'
+	@echo "  vm         run CMD='...' in the guest (MEM=4G CPUS=2 TIMEOUT=1800)"
+	@echo '  shell      interactive guest shell'
+	@echo '  patch      write a format-patch series and one combined patch'
+	@echo '  check      checkpatch, kernel-doc, W=1 and sparse on our code'
+	@echo '  refresh    regenerate patches/ from edits in build/linux'
+	@echo '  clean      remove kernel objects, keep the unpacked source'
+	@echo '  distclean  remove build/ entirely'
+	@echo 'Variables: KSRC=/path/to/6.12-tree FLAVOUR MEM CPUS TIMEOUT ACCEL=kvm|tcg'
+
+deps:
+	@$(S)/deps.sh
+
+tree: deps
+	@$(S)/prepare-tree.sh
+
+kernel: tree
+	@$(S)/build-kernel.sh $(FLAVOUR)
+
+headers: tree
+	@$(S)/headers.sh
+
+selftests: headers
+	@$(S)/build-selftests.sh
+
+vm: kernel
+	@$(S)/vm.sh "$(CMD)"
+
+shell: kernel
+	@$(S)/vm.sh --interactive
+
+run: kernel selftests
+	@$(S)/run.sh
+
+test: kernel selftests
+	@$(S)/run-tests.sh
+
+check: tree
+	@$(S)/check.sh
+
+patch: tree
+	@$(S)/make-patch.sh
+
+refresh:
+	@$(S)/refresh.sh
+
+clean:
+	rm -rf $(BUILD)/obj-* $(BUILD)/selftests $(BUILD)/headers \
+		$(BUILD)/initramfs* $(BUILD)/vm-* $(BUILD)/stage $(BUILD)/patch-out
+
+distclean:
+	rm -rf $(BUILD)

@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/*
+ * User-guided page merging: madvise(MADV_UPM_MERGEABLE) merges identical
+ * anonymous pages during the call, on KSM's machinery. See mm/upm.c.
+ */
+#ifndef _LINUX_UPM_H
+#define _LINUX_UPM_H
+
+#include <linux/errno.h>
+
+struct mm_struct;
+struct ksm_stable_node;
+
+#ifdef CONFIG_UPM
+int upm_check_range(struct mm_struct *mm, unsigned long start,
+		    unsigned long end);
+int upm_merge_range(struct mm_struct *mm, unsigned long start,
+		    unsigned long end);
+void upm_stable_node_freed(struct ksm_stable_node *stable_node);
+void upm_ksm_exit(struct mm_struct *mm);
+#else
+static inline int upm_check_range(struct mm_struct *mm, unsigned long start,
+				  unsigned long end)
+{
+	return -EINVAL;
+}
+
+static inline int upm_merge_range(struct mm_struct *mm, unsigned long start,
+				  unsigned long end)
+{
+	return -EINVAL;
+}
+
+static inline void upm_stable_node_freed(struct ksm_stable_node *stable_node)
+{
+}
+
+static inline void upm_ksm_exit(struct mm_struct *mm)
+{
+}
+#endif /* CONFIG_UPM */
+
+#endif /* _LINUX_UPM_H */

@@ -1,0 +1,813 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * User-guided page merging: merge identical pages at madvise() time.
+ *
+ * Copyright (C) 2026 The UPM developers
+ */
+
+#define pr_fmt(fmt) "upm: " fmt
+
+#include <linux/hash.h>
+#include <linux/highmem.h>
+#include <linux/huge_mm.h>
+#include <linux/kobject.h>
+#include <linux/memremap.h>
+#include <linux/mm.h>
+#include <linux/mm_inline.h>
+#include <linux/mmap_lock.h>
+#include <linux/pagewalk.h>
+#include <linux/rmap.h>
+#include <linux/sched/signal.h>
+#include <linux/slab.h>
+#include <linux/swap.h>
+#include <linux/sysfs.h>
+#include <linux/upm.h>
+#include <linux/user_namespace.h>
+#include <linux/xxhash.h>
+
+#include "internal.h"
+#include "ksm_internal.h"
+
+#define CREATE_TRACE_POINTS
+#include <trace/events/upm.h>
+
+/**
+ * DOC: Overview
+ *
+ * A process calls madvise(addr, len, MADV_UPM_MERGEABLE) on memory that is
+ * probably duplicated in other processes. During the call, UPM merges every
+ * present anonymous page of the range whose content is already known, and
+ * makes every other page known, so the next adviser merges against it.
+ * Merged pages are ordinary KSM pages: UPM only decides *when* to merge and
+ * *with what*; all merging is done by KSM's own functions, so reclaim, swap,
+ * migration, fork, copy-on-write, munmap, exit, MADV_UNMERGEABLE and
+ * "echo 2 > /sys/kernel/mm/ksm/run" treat them exactly like pages merged
+ * by ksmd.
+ *
+ * The data path of one call:
+ *
+ * 1. madvise validates the whole range first (a hole gives -ENOMEM, a
+ *    mapping KSM can never merge gives -EINVAL) and sets VM_MERGEABLE on
+ *    it, registering the mm with KSM, exactly as MADV_MERGEABLE does.
+ * 2. With the mmap lock dropped, upm_merge_range() walks the range in
+ *    batches of UPM_BATCH pages. Under mmap_read_lock it takes a reference
+ *    on each present anonymous page (splitting transparent huge pages, as
+ *    KSM does; skipping KSM and pinned pages).
+ * 3. Outside any lock it hashes each page (64-bit xxhash) and notes
+ *    whether it is all zeroes.
+ * 4. Under ksm_thread_mutex, for each page: a zero page is replaced by the
+ *    shared zero page. Otherwise the index is looked up by (domain, hash);
+ *    a candidate is verified with a full memcmp and the page is merged
+ *    into it with try_to_merge_with_ksm_page() and stable_tree_append().
+ *    A page with no twin is turned into a KSM page in place (write
+ *    protected), inserted into KSM's stable tree with stable_tree_insert(),
+ *    and entered into the index.
+ *
+ * The index is a hash table of &struct upm_entry, each pointing at one KSM
+ * stable node (never a chain head). It is keyed by the content hash and a
+ * merge domain, so pages only ever meet pages of their own domain. An entry
+ * lives exactly as long as its stable node: KSM calls
+ * upm_stable_node_freed() from free_stable_node(), whatever the reason the
+ * node goes away (its page was freed, unmerged, migrated away, or memory
+ * was offlined). Stable nodes do not pin their page, so every hit is
+ * revalidated with ksm_get_folio() before use.
+ *
+ * Why the first adviser's page is write-protected at once rather than kept
+ * as a writable candidate: once entered, the page is a KSM page, so a later
+ * write by its owner takes a copy-on-write fault and can never change what
+ * others merge with. The cost is one copy-on-write fault on the owner's
+ * first write to a page that nobody else shares yet.
+ *
+ * Locking order (the same as ksmd's): ksm_thread_mutex, then mmap_lock
+ * (read), then the folio lock. UPM never waits for ksm_thread_mutex while
+ * holding an mmap_lock. The mutex protects the index, KSM's trees and the
+ * mm's rmap_item list; it is dropped after every batch, so ksmd and other
+ * advisers are never starved, and cond_resched() runs between batches.
+ * UPM only ever inserts into an mm's rmap_item list, never frees from it:
+ * ksmd's scan cursor may point into that list while the mutex is dropped.
+ */
+
+/* Pages handled per batch: hashed unlocked, then merged under the mutex */
+#define UPM_BATCH	64
+
+/**
+ * struct upm_entry - one index entry: a KSM stable page of known content
+ * @node:	link in its bucket of &struct upm_index
+ * @hash:	64-bit xxhash of the page content when it was entered
+ * @domain:	merge domain of the process that entered it
+ * @stable_node: the KSM stable node (a regular node or a chain dup, never
+ *		a chain head); valid while the entry is in the index
+ */
+struct upm_entry {
+	struct hlist_node node;
+	u64 hash;
+	u64 domain;
+	struct ksm_stable_node *stable_node;
+};
+
+/**
+ * struct upm_index - hash table of &struct upm_entry
+ * @buckets:	2^@bits bucket heads
+ * @bits:	log2 of the number of buckets
+ * @nr_entries:	number of entries in the table
+ *
+ * The global index is protected by ksm_thread_mutex. The functions below
+ * take the index as an argument so that KUnit can test private copies.
+ */
+struct upm_index {
+	struct hlist_head *buckets;
+	unsigned int bits;
+	unsigned long nr_entries;
+};
+
+static struct upm_index upm_index;
+static struct kmem_cache *upm_entry_cache;
+
+/* xxhash of a zero-filled page: a cheap first test for zero pages */
+static u64 upm_zero_hash __read_mostly;
+
+/* Counters exported in /sys/kernel/mm/upm/, in that order */
+enum upm_counter {
+	UPM_CALLS,
+	UPM_PAGES_ADVISED,
+	UPM_PAGES_MERGED,
+	UPM_PAGES_STABLE_NEW,
+	UPM_PAGES_ZERO,
+	UPM_SKIP_ABSENT,
+	UPM_SKIP_KSM,
+	UPM_SKIP_PINNED,
+	UPM_SKIP_THP,
+	UPM_SKIP_BUSY,
+	UPM_SKIP_NOMEM,
+	UPM_SKIP_DISABLED,
+	UPM_HASH_COLLISIONS,
+	UPM_TIME_NS,
+	UPM_NR_COUNTERS
+};
+
+static atomic_long_t upm_stats[UPM_NR_COUNTERS];
+
+/**
+ * upm_index_init() - allocate an empty index
+ * @idx:	index to initialise
+ * @bits:	log2 of the number of buckets
+ *
+ * Return: 0 on success, -ENOMEM if the buckets cannot be allocated.
+ */
+static int upm_index_init(struct upm_index *idx, unsigned int bits)
+{
+	idx->buckets = kvcalloc(1UL << bits, sizeof(*idx->buckets),
+				GFP_KERNEL);
+	if (!idx->buckets)
+		return -ENOMEM;
+	idx->bits = bits;
+	idx->nr_entries = 0;
+	return 0;
+}
+
+static void upm_index_destroy(struct upm_index *idx)
+{
+	WARN_ON_ONCE(idx->nr_entries);
+	kvfree(idx->buckets);
+	idx->buckets = NULL;
+}
+
+static struct hlist_head *upm_index_bucket(struct upm_index *idx, u64 hash,
+					   u64 domain)
+{
+	return &idx->buckets[hash_64(hash ^ hash_64(domain, 64), idx->bits)];
+}
+
+static void upm_index_add(struct upm_index *idx, struct upm_entry *e)
+{
+	hlist_add_head(&e->node, upm_index_bucket(idx, e->hash, e->domain));
+	idx->nr_entries++;
+}
+
+static void upm_index_del(struct upm_index *idx, struct upm_entry *e)
+{
+	hlist_del(&e->node);
+	idx->nr_entries--;
+}
+
+static bool upm_entry_matches(struct upm_entry *e, u64 hash, u64 domain)
+{
+	return e->hash == hash && e->domain == domain;
+}
+
+/* Iterate over the entries for (@hash, @domain); @e may be deleted. */
+#define upm_index_for_each_match(e, tmp, idx, hash, domain)		\
+	hlist_for_each_entry_safe(e, tmp,				\
+			upm_index_bucket(idx, hash, domain), node)	\
+		if (!upm_entry_matches(e, hash, domain)) {} else
+
+/*
+ * The merge domain of the caller: only processes that could already read
+ * each other's memory (same user namespace, same effective uid) share
+ * frames, so no tenant learns through copy-on-write timing what another
+ * tenant's memory holds.
+ */
+static u64 upm_current_domain(void)
+{
+	const struct cred *cred = current_cred();
+
+	return ((u64)cred->user_ns->ns.inum << 32) |
+		from_kuid(cred->user_ns, cred->euid);
+}
+
+/**
+ * struct upm_page - a page of the batch being merged
+ * @page:	the page, with a reference held
+ * @addr:	its user virtual address
+ * @hash:	xxhash of its content when it was hashed
+ * @zero:	its content was all zeroes then
+ */
+struct upm_page {
+	struct page *page;
+	unsigned long addr;
+	u64 hash;
+	bool zero;
+};
+
+/**
+ * struct upm_pass - state of one MADV_UPM_MERGEABLE call
+ * @mm:		the address space being advised
+ * @domain:	merge domain of the caller
+ * @addr:	next address to look at
+ * @end:	end of the advised range
+ * @slot:	the mm's KSM slot; valid under ksm_thread_mutex only
+ * @cursor:	link in @slot's rmap_list before which the next rmap_item
+ *		goes; valid while @cursor_gen == ksm_rmap_items_freed
+ * @cursor_gen:	ksm_rmap_items_freed when @cursor was last checked
+ * @nr:		pages in @batch
+ * @batch:	the pages being merged
+ * @count:	this call's counters, added to upm_stats at the end
+ */
+struct upm_pass {
+	struct mm_struct *mm;
+	u64 domain;
+	unsigned long addr;
+	unsigned long end;
+	struct ksm_mm_slot *slot;
+	struct ksm_rmap_item **cursor;
+	unsigned long cursor_gen;
+	unsigned int nr;
+	struct upm_page batch[UPM_BATCH];
+	unsigned long count[UPM_NR_COUNTERS];
+};
+
+/*
+ * Take a reference on the page mapped at p->addr, if it is a candidate.
+ * Should be called under mmap_read_lock.
+ */
+static void upm_collect_page(struct upm_pass *p, struct vm_area_struct *vma)
+{
+	bool split_tried = false;
+	struct folio_walk fw;
+	struct folio *folio;
+	struct page *page;
+
+again:
+	folio = folio_walk_start(&fw, vma, p->addr, 0);
+	if (!folio) {
+		p->count[UPM_SKIP_ABSENT]++;
+		return;
+	}
+	if (folio_is_zone_device(folio) || !folio_test_anon(folio)) {
+		folio_walk_end(&fw, vma);
+		p->count[UPM_SKIP_ABSENT]++;
+		return;
+	}
+	if (folio_test_ksm(folio)) {
+		folio_walk_end(&fw, vma);
+		p->count[UPM_SKIP_KSM]++;
+		return;
+	}
+	if (folio_maybe_dma_pinned(folio)) {
+		folio_walk_end(&fw, vma);
+		p->count[UPM_SKIP_PINNED]++;
+		return;
+	}
+	page = fw.page;
+	folio_get(folio);
+	folio_walk_end(&fw, vma);
+
+	if (folio_test_large(folio)) {
+		/* KSM shares small pages only: split, as ksmd would. */
+		int err = -EBUSY;
+
+		if (!split_tried && folio_trylock(folio)) {
+			err = split_folio(folio);
+			folio_unlock(folio);
+		}
+		folio_put(folio);
+		if (err) {
+			p->count[UPM_SKIP_THP]++;
+			return;
+		}
+		split_tried = true;
+		goto again;
+	}
+	p->batch[p->nr].page = page;
+	p->batch[p->nr].addr = p->addr;
+	p->nr++;
+}
+
+/*
+ * Fill p->batch from p->addr on, skipping what is not mapped or not
+ * mergeable any more (the range may have changed since madvise checked it).
+ */
+static void upm_collect(struct upm_pass *p)
+{
+	struct vm_area_struct *vma;
+	unsigned long vend;
+
+	mmap_assert_locked(p->mm);
+	p->nr = 0;
+	while (p->addr < p->end && p->nr < UPM_BATCH) {
+		vma = find_vma(p->mm, p->addr);
+		if (!vma || vma->vm_start >= p->end) {
+			p->count[UPM_SKIP_ABSENT] += (p->end - p->addr) >>
+						     PAGE_SHIFT;
+			p->addr = p->end;
+			break;
+		}
+		if (vma->vm_start > p->addr) {
+			p->count[UPM_SKIP_ABSENT] += (vma->vm_start - p->addr) >>
+						     PAGE_SHIFT;
+			p->addr = vma->vm_start;
+		}
+		vend = min(vma->vm_end, p->end);
+		if (!(vma->vm_flags & VM_MERGEABLE) || !vma->anon_vma) {
+			p->count[UPM_SKIP_ABSENT] += (vend - p->addr) >>
+						     PAGE_SHIFT;
+			p->addr = vend;
+			continue;
+		}
+		for (; p->addr < vend && p->nr < UPM_BATCH;
+		     p->addr += PAGE_SIZE)
+			upm_collect_page(p, vma);
+	}
+}
+
+static u64 upm_hash_page(struct page *page, bool *zero)
+{
+	void *addr = kmap_local_page(page);
+	u64 hash = xxh64(addr, PAGE_SIZE, 0);
+
+	*zero = hash == upm_zero_hash && !memchr_inv(addr, 0, PAGE_SIZE);
+	kunmap_local(addr);
+	return hash;
+}
+
+/*
+ * Find the mm's KSM slot and make sure the rmap_list cursor is still
+ * valid. Should be called under ksm_thread_mutex.
+ *
+ * Return: false if the mm is no longer registered with KSM.
+ */
+static bool upm_find_slot(struct upm_pass *p)
+{
+	struct ksm_mm_slot *mm_slot = NULL;
+	struct mm_slot *slot;
+
+	lockdep_assert_held(&ksm_thread_mutex);
+	spin_lock(&ksm_mmlist_lock);
+	slot = mm_slot_lookup(mm_slots_hash, p->mm);
+	spin_unlock(&ksm_mmlist_lock);
+	if (slot)
+		mm_slot = mm_slot_entry(slot, struct ksm_mm_slot, slot);
+
+	/* ksmd may have freed rmap_items while the mutex was dropped */
+	if (mm_slot != p->slot || p->cursor_gen != ksm_rmap_items_freed) {
+		p->slot = mm_slot;
+		p->cursor = mm_slot ? &mm_slot->rmap_list : NULL;
+		p->cursor_gen = ksm_rmap_items_freed;
+	}
+	return mm_slot;
+}
+
+/*
+ * The rmap_item for @addr: the existing one, or a new one linked into the
+ * sorted rmap_list. Never frees an item (see the DOC comment).
+ */
+static struct ksm_rmap_item *upm_rmap_item(struct upm_pass *p,
+					   unsigned long addr)
+{
+	struct ksm_rmap_item **link = p->cursor;
+
+	while (*link && ((*link)->address & PAGE_MASK) < addr)
+		link = &(*link)->rmap_list;
+	p->cursor = link;
+	/* *link is NULL or at or above addr: nothing is freed here */
+	return get_next_rmap_item(p->slot, link, addr);
+}
+
+static void upm_merge_zero(struct upm_pass *p, struct upm_page *up)
+{
+	struct vm_area_struct *vma;
+	int err = -EFAULT;
+
+	mmap_read_lock(p->mm);
+	vma = find_mergeable_vma(p->mm, up->addr);
+	if (vma)
+		err = try_to_merge_one_page(vma, up->page,
+					    ZERO_PAGE(up->addr));
+	mmap_read_unlock(p->mm);
+	p->count[err ? UPM_SKIP_BUSY : UPM_PAGES_ZERO]++;
+}
+
+/*
+ * Merge the page into a verified twin from the index.
+ *
+ * Return: true if a twin was found (merged, or the merge was refused).
+ */
+static bool upm_merge_with_twin(struct upm_pass *p, struct upm_page *up,
+				struct ksm_rmap_item *rmap_item)
+{
+	struct upm_entry *e;
+	struct hlist_node *tmp;
+
+	upm_index_for_each_match(e, tmp, &upm_index, up->hash, p->domain) {
+		struct ksm_stable_node *stable_node = e->stable_node;
+		struct folio *kfolio;
+		struct page *kpage;
+		int err;
+
+		/* A stale node is freed here, and its entry with it. */
+		kfolio = ksm_get_folio(stable_node, KSM_GET_FOLIO_NOLOCK);
+		if (!kfolio)
+			continue;
+		kpage = folio_page(kfolio, 0);
+		if (!is_page_sharing_candidate(stable_node)) {
+			folio_put(kfolio);
+			continue;
+		}
+		if (!pages_identical(up->page, kpage)) {
+			p->count[UPM_HASH_COLLISIONS]++;
+			folio_put(kfolio);
+			continue;
+		}
+		err = try_to_merge_with_ksm_page(rmap_item, up->page, kpage);
+		if (!err) {
+			/* Our reference keeps stable_node on this folio. */
+			folio_lock(kfolio);
+			stable_tree_append(rmap_item, stable_node, false);
+			folio_unlock(kfolio);
+		}
+		folio_put(kfolio);
+		p->count[err ? UPM_SKIP_BUSY : UPM_PAGES_MERGED]++;
+		return true;
+	}
+	return false;
+}
+
+/* Turn the page into a KSM stable page and enter it into the index. */
+static void upm_publish(struct upm_pass *p, struct upm_page *up,
+			struct ksm_rmap_item *rmap_item)
+{
+	struct ksm_stable_node *stable_node;
+	struct upm_entry *e;
+
+	e = kmem_cache_alloc(upm_entry_cache, GFP_KERNEL | __GFP_NOWARN);
+	if (!e) {
+		p->count[UPM_SKIP_NOMEM]++;
+		return;
+	}
+	if (try_to_merge_with_ksm_page(rmap_item, up->page, NULL)) {
+		kmem_cache_free(upm_entry_cache, e);
+		p->count[UPM_SKIP_BUSY]++;
+		return;
+	}
+
+	lock_page(up->page);
+	stable_node = stable_tree_insert(page_folio(up->page));
+	if (stable_node) {
+		stable_tree_append(rmap_item, stable_node, false);
+		e->hash = up->hash;
+		e->domain = p->domain;
+		e->stable_node = stable_node;
+		stable_node->upm_entry = e;
+		upm_index_add(&upm_index, e);
+	}
+	unlock_page(up->page);
+
+	if (!stable_node) {
+		/* Undo the write protection, as cmp_and_merge_page() does. */
+		break_cow(rmap_item);
+		kmem_cache_free(upm_entry_cache, e);
+		p->count[UPM_SKIP_NOMEM]++;
+		return;
+	}
+	p->count[UPM_PAGES_STABLE_NEW]++;
+}
+
+static void upm_merge_page(struct upm_pass *p, struct upm_page *up)
+{
+	struct ksm_rmap_item *rmap_item;
+
+	/* ksmd may have merged it since: it only does so under the mutex */
+	if (PageKsm(up->page)) {
+		p->count[UPM_SKIP_KSM]++;
+		return;
+	}
+	if (up->zero) {
+		upm_merge_zero(p, up);
+		return;
+	}
+	rmap_item = upm_rmap_item(p, up->addr);
+	if (!rmap_item) {
+		p->count[UPM_SKIP_NOMEM]++;
+		return;
+	}
+	if (!upm_merge_with_twin(p, up, rmap_item))
+		upm_publish(p, up, rmap_item);
+}
+
+static void upm_merge_batch(struct upm_pass *p)
+{
+	unsigned int i;
+
+	mutex_lock(&ksm_thread_mutex);
+	wait_while_offlining();
+	/* After "echo 2 > run" KSM stays unmerged until run is set again. */
+	if ((ksm_run & KSM_RUN_UNMERGE) || !upm_find_slot(p)) {
+		p->count[UPM_SKIP_DISABLED] += p->nr;
+		goto out;
+	}
+	for (i = 0; i < p->nr; i++)
+		upm_merge_page(p, &p->batch[i]);
+out:
+	mutex_unlock(&ksm_thread_mutex);
+}
+
+/**
+ * upm_check_range() - check that a range can be advised as a whole
+ * @mm:		address space
+ * @start:	page-aligned start of the range
+ * @end:	page-aligned end of the range
+ *
+ * Called by madvise before it changes anything, with the mmap lock held.
+ *
+ * Return: 0 if every page of the range is in a mapping KSM can merge;
+ * -EINVAL if some mapping never can (shared, hugetlb, DAX, VM_PFNMAP,
+ * VM_IO, VM_MIXEDMAP, ...); otherwise -ENOMEM if the range has a hole.
+ */
+int upm_check_range(struct mm_struct *mm, unsigned long start,
+		    unsigned long end)
+{
+	VMA_ITERATOR(vmi, mm, start);
+	struct vm_area_struct *vma;
+	unsigned long covered = start;
+	int err = 0;
+
+	mmap_assert_locked(mm);
+	for_each_vma_range(vmi, vma, end) {
+		if (!vma_ksm_compatible(vma))
+			return -EINVAL;
+		if (vma->vm_start > covered)
+			err = -ENOMEM;
+		covered = vma->vm_end;
+	}
+	if (covered < end)
+		err = -ENOMEM;
+	return err;
+}
+
+/**
+ * upm_merge_range() - merge the identical pages of an advised range now
+ * @mm:		address space, already registered with KSM by madvise
+ * @start:	page-aligned start of the range
+ * @end:	page-aligned end of the range
+ *
+ * Must be called without the mmap lock: it takes ksm_thread_mutex, which
+ * orders before mmap_lock.
+ *
+ * Return: 0, or -EINTR if a fatal signal stopped the pass (pages merged so
+ * far stay merged), or -ENOMEM if the pass could not start.
+ */
+int upm_merge_range(struct mm_struct *mm, unsigned long start,
+		    unsigned long end)
+{
+	u64 t0 = ktime_get_ns();
+	struct upm_pass *p;
+	unsigned long skipped = 0;
+	unsigned int i;
+	int err = 0;
+
+	p = kzalloc(sizeof(*p), GFP_KERNEL);
+	if (!p)
+		return -ENOMEM;
+	p->mm = mm;
+	p->domain = upm_current_domain();
+	p->addr = start;
+	p->end = end;
+	trace_upm_advise_start(mm, start, end);
+
+	/* Pages still in per-CPU LRU batches hold an extra reference. */
+	lru_add_drain_all();
+	while (p->addr < end) {
+		if (fatal_signal_pending(current) ||
+		    mmap_read_lock_killable(mm)) {
+			err = -EINTR;
+			break;
+		}
+		upm_collect(p);
+		mmap_read_unlock(mm);
+
+		for (i = 0; i < p->nr; i++)
+			p->batch[i].hash = upm_hash_page(p->batch[i].page,
+							 &p->batch[i].zero);
+		if (p->nr)
+			upm_merge_batch(p);
+		for (i = 0; i < p->nr; i++)
+			put_page(p->batch[i].page);
+		cond_resched();
+	}
+
+	p->count[UPM_CALLS] = 1;
+	p->count[UPM_PAGES_ADVISED] = (end - start) >> PAGE_SHIFT;
+	p->count[UPM_TIME_NS] = ktime_get_ns() - t0;
+	for (i = 0; i < UPM_NR_COUNTERS; i++)
+		if (p->count[i])
+			atomic_long_add(p->count[i], &upm_stats[i]);
+	for (i = UPM_SKIP_ABSENT; i <= UPM_SKIP_DISABLED; i++)
+		skipped += p->count[i];
+	trace_upm_advise_end(mm, p->count[UPM_PAGES_MERGED],
+			     p->count[UPM_PAGES_STABLE_NEW],
+			     p->count[UPM_PAGES_ZERO], skipped, err);
+	kfree(p);
+	return err;
+}
+
+/**
+ * upm_stable_node_freed() - KSM is freeing a stable node
+ * @stable_node: the node
+ *
+ * Called from free_stable_node(), under ksm_thread_mutex or while memory
+ * offlining holds every mutex taker back, so the index never points at a
+ * freed node.
+ */
+void upm_stable_node_freed(struct ksm_stable_node *stable_node)
+{
+	struct upm_entry *e = stable_node->upm_entry;
+
+	if (!e)
+		return;
+	upm_index_del(&upm_index, e);
+	stable_node->upm_entry = NULL;
+	kmem_cache_free(upm_entry_cache, e);
+}
+
+/**
+ * upm_ksm_exit() - an mm registered with KSM is exiting
+ * @mm:	the mm
+ *
+ * ksmd frees an exiting mm's rmap_items when its scan reaches it; when ksmd
+ * is not running (UPM does not need it), nobody would, and the stable
+ * pages would stay counted and their metadata would leak. Free them now.
+ * Called from __ksm_exit() before it decides how to free the mm's slot.
+ */
+void upm_ksm_exit(struct mm_struct *mm)
+{
+	struct mm_slot *slot;
+
+	if (!mm->ksm_rmap_items || (READ_ONCE(ksm_run) & KSM_RUN_MERGE))
+		return;
+
+	mutex_lock(&ksm_thread_mutex);
+	wait_while_offlining();
+	spin_lock(&ksm_mmlist_lock);
+	slot = mm_slot_lookup(mm_slots_hash, mm);
+	spin_unlock(&ksm_mmlist_lock);
+	if (slot) {
+		struct ksm_mm_slot *mm_slot;
+
+		mm_slot = mm_slot_entry(slot, struct ksm_mm_slot, slot);
+		/* ksmd's cursor may point into the list: leave it to ksmd */
+		if (mm_slot != ksm_scan.mm_slot)
+			remove_trailing_rmap_items(&mm_slot->rmap_list);
+	}
+	mutex_unlock(&ksm_thread_mutex);
+}
+
+#ifdef CONFIG_SYSFS
+struct upm_counter_attr {
+	struct kobj_attribute attr;
+	enum upm_counter counter;
+};
+
+static ssize_t upm_counter_show(struct kobject *kobj,
+				struct kobj_attribute *attr, char *buf)
+{
+	struct upm_counter_attr *ca;
+
+	ca = container_of(attr, struct upm_counter_attr, attr);
+	return sysfs_emit(buf, "%lu\n",
+			  (unsigned long)atomic_long_read(&upm_stats[ca->counter]));
+}
+
+#define UPM_COUNTER_ATTR(_name, _counter)				\
+	static struct upm_counter_attr upm_attr_##_name = {		\
+		.attr = __ATTR(_name, 0444, upm_counter_show, NULL),	\
+		.counter = _counter,					\
+	}
+
+UPM_COUNTER_ATTR(calls, UPM_CALLS);
+UPM_COUNTER_ATTR(pages_advised, UPM_PAGES_ADVISED);
+UPM_COUNTER_ATTR(pages_merged, UPM_PAGES_MERGED);
+UPM_COUNTER_ATTR(pages_stable_new, UPM_PAGES_STABLE_NEW);
+UPM_COUNTER_ATTR(pages_zero, UPM_PAGES_ZERO);
+UPM_COUNTER_ATTR(skipped_absent, UPM_SKIP_ABSENT);
+UPM_COUNTER_ATTR(skipped_ksm, UPM_SKIP_KSM);
+UPM_COUNTER_ATTR(skipped_pinned, UPM_SKIP_PINNED);
+UPM_COUNTER_ATTR(skipped_thp, UPM_SKIP_THP);
+UPM_COUNTER_ATTR(skipped_busy, UPM_SKIP_BUSY);
+UPM_COUNTER_ATTR(skipped_nomem, UPM_SKIP_NOMEM);
+UPM_COUNTER_ATTR(skipped_disabled, UPM_SKIP_DISABLED);
+UPM_COUNTER_ATTR(hash_collisions, UPM_HASH_COLLISIONS);
+UPM_COUNTER_ATTR(time_ns, UPM_TIME_NS);
+
+static ssize_t index_entries_show(struct kobject *kobj,
+				  struct kobj_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%lu\n", READ_ONCE(upm_index.nr_entries));
+}
+static struct kobj_attribute index_entries_attr = __ATTR_RO(index_entries);
+
+static ssize_t index_buckets_show(struct kobject *kobj,
+				  struct kobj_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%lu\n", 1UL << upm_index.bits);
+}
+static struct kobj_attribute index_buckets_attr = __ATTR_RO(index_buckets);
+
+static struct attribute *upm_attrs[] = {
+	&upm_attr_calls.attr.attr,
+	&upm_attr_pages_advised.attr.attr,
+	&upm_attr_pages_merged.attr.attr,
+	&upm_attr_pages_stable_new.attr.attr,
+	&upm_attr_pages_zero.attr.attr,
+	&upm_attr_skipped_absent.attr.attr,
+	&upm_attr_skipped_ksm.attr.attr,
+	&upm_attr_skipped_pinned.attr.attr,
+	&upm_attr_skipped_thp.attr.attr,
+	&upm_attr_skipped_busy.attr.attr,
+	&upm_attr_skipped_nomem.attr.attr,
+	&upm_attr_skipped_disabled.attr.attr,
+	&upm_attr_hash_collisions.attr.attr,
+	&upm_attr_time_ns.attr.attr,
+	&index_entries_attr.attr,
+	&index_buckets_attr.attr,
+	NULL,
+};
+
+static const struct attribute_group upm_attr_group = {
+	.attrs = upm_attrs,
+	.name = "upm",
+};
+#endif /* CONFIG_SYSFS */
+
+static int __init upm_init(void)
+{
+	/* A bucket per four pages of RAM keeps chains short, at 2 bytes/page */
+	unsigned int bits = clamp(ilog2(totalram_pages() / 4), 10, 24);
+	void *zero;
+	int err;
+
+	zero = kzalloc(PAGE_SIZE, GFP_KERNEL);
+	if (!zero)
+		return -ENOMEM;
+	upm_zero_hash = xxh64(zero, PAGE_SIZE, 0);
+	kfree(zero);
+
+	upm_entry_cache = KMEM_CACHE(upm_entry, 0);
+	if (!upm_entry_cache)
+		return -ENOMEM;
+	err = upm_index_init(&upm_index, bits);
+	if (err)
+		goto out_cache;
+#ifdef CONFIG_SYSFS
+	err = sysfs_create_group(mm_kobj, &upm_attr_group);
+	if (err) {
+		pr_err("cannot register sysfs files\n");
+		goto out_index;
+	}
+#endif
+	pr_info("index of %u buckets ready\n", 1U << bits);
+	return 0;
+
+#ifdef CONFIG_SYSFS
+out_index:
+	upm_index_destroy(&upm_index);
+#endif
+out_cache:
+	kmem_cache_destroy(upm_entry_cache);
+	return err;
+}
+/* After ksm_init(): KSM's caches and sysfs directory exist by then. */
+late_initcall(upm_init);
+
+#ifdef CONFIG_UPM_KUNIT_TEST
+#include "tests/upm-kunit.h"
+#endif
