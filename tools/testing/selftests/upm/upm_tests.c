@@ -1,0 +1,637 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Tests for MADV_UPM_MERGEABLE: identical pages are merged during the
+ * madvise call. Sharing is proven by PFNs (/proc/self/pagemap), KPF_KSM
+ * (/proc/kpageflags) and by exact moves of the UPM and KSM counters.
+ * Needs root (PFNs, kpageflags, KSM knobs) and CONFIG_UPM.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../kselftest_harness.h"
+
+#ifndef MADV_UPM_MERGEABLE
+#define MADV_UPM_MERGEABLE 120
+#endif
+
+#define NPAGES		64
+#define KPF_KSM		21
+#define KPF_ZERO_PAGE	24
+#define KPF_THP		22
+#define PM_PRESENT	(1ULL << 63)
+#define PM_PFN_MASK	((1ULL << 55) - 1)
+
+static size_t psize;
+
+static long read_ulong(const char *path)
+{
+	char buf[64] = "";
+	long v = -1;
+	int fd = open(path, O_RDONLY);
+
+	if (fd < 0)
+		return -1;
+	if (read(fd, buf, sizeof(buf) - 1) > 0)
+		v = strtol(buf, NULL, 10);
+	close(fd);
+	return v;
+}
+
+static int write_str(const char *path, const char *s)
+{
+	int fd = open(path, O_WRONLY);
+	int ret;
+
+	if (fd < 0)
+		return -1;
+	ret = write(fd, s, strlen(s)) == (ssize_t)strlen(s) ? 0 : -1;
+	close(fd);
+	return ret;
+}
+
+static long upm(const char *name)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "/sys/kernel/mm/upm/%s", name);
+	return read_ulong(path);
+}
+
+static long ksm(const char *name)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "/sys/kernel/mm/ksm/%s", name);
+	return read_ulong(path);
+}
+
+/* A counter from /proc/vmstat, or -1. */
+static long vmstat(const char *name)
+{
+	char key[64];
+	long v, found = -1;
+	FILE *f = fopen("/proc/vmstat", "r");
+
+	if (!f)
+		return -1;
+	while (fscanf(f, "%63s %ld", key, &v) == 2)
+		if (!strcmp(key, name))
+			found = v;
+	fclose(f);
+	return found;
+}
+
+/* PFN of the page at addr in this process, or 0 if not present. */
+static uint64_t pfn_of(void *addr)
+{
+	uint64_t ent = 0;
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+
+	if (fd < 0)
+		return 0;
+	if (pread(fd, &ent, sizeof(ent),
+		  (uintptr_t)addr / psize * sizeof(ent)) != sizeof(ent))
+		ent = 0;
+	close(fd);
+	return (ent & PM_PRESENT) ? (ent & PM_PFN_MASK) : 0;
+}
+
+static uint64_t kpageflags(uint64_t pfn)
+{
+	uint64_t flags = 0;
+	int fd = open("/proc/kpageflags", O_RDONLY);
+
+	if (fd < 0)
+		return 0;
+	if (pread(fd, &flags, sizeof(flags), pfn * sizeof(flags)) !=
+	    sizeof(flags))
+		flags = 0;
+	close(fd);
+	return flags;
+}
+
+static bool is_ksm(void *addr)
+{
+	uint64_t pfn = pfn_of(addr);
+
+	return pfn && (kpageflags(pfn) & (1ULL << KPF_KSM));
+}
+
+/* Deterministic page content: every page of a seed differs from others. */
+static void fill(char *p, size_t npages, uint64_t seed)
+{
+	for (size_t i = 0; i < npages * psize / 8; i++) {
+		uint64_t x = seed * 0x9e3779b97f4a7c15ULL + i + 1;
+
+		x ^= x >> 31;
+		x *= 0xbf58476d1ce4e5b9ULL;
+		x ^= x >> 29;
+		((uint64_t *)p)[i] = x;
+	}
+}
+
+static bool same_as(const char *p, size_t npages, uint64_t seed)
+{
+	char *ref = malloc(npages * psize);
+	bool same;
+
+	fill(ref, npages, seed);
+	same = !memcmp(p, ref, npages * psize);
+	free(ref);
+	return same;
+}
+
+static char *map_anon(size_t npages)
+{
+	char *p = mmap(NULL, npages * psize, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+/*
+ * A second process holding the same content: it maps, fills and advises
+ * its own copy, reports its PFNs, then waits for a command: 'c' to check
+ * its content is still the original (answers 'y' or 'n'), 'x' to exit.
+ */
+struct twin {
+	pid_t pid;
+	int cmd, reply;
+	uint64_t pfn[NPAGES];
+};
+
+static int twin_start(struct twin *t, uint64_t seed, bool advise)
+{
+	int to[2], from[2];
+
+	if (pipe(to) || pipe(from))
+		return -1;
+	t->pid = fork();
+	if (t->pid < 0)
+		return -1;
+	if (!t->pid) {
+		char *p = map_anon(NPAGES);
+		char c;
+
+		close(to[1]);
+		close(from[0]);
+		if (!p)
+			_exit(1);
+		fill(p, NPAGES, seed);
+		if (advise && madvise(p, NPAGES * psize, MADV_UPM_MERGEABLE))
+			_exit(2);
+		for (int i = 0; i < NPAGES; i++)
+			t->pfn[i] = pfn_of(p + i * psize);
+		if (write(from[1], t->pfn, sizeof(t->pfn)) != sizeof(t->pfn))
+			_exit(3);
+		while (read(to[0], &c, 1) == 1) {
+			if (c == 'x')
+				break;
+			c = same_as(p, NPAGES, seed) ? 'y' : 'n';
+			if (write(from[1], &c, 1) != 1)
+				_exit(4);
+		}
+		_exit(0);
+	}
+	close(to[0]);
+	close(from[1]);
+	t->cmd = to[1];
+	t->reply = from[0];
+	if (read(t->reply, t->pfn, sizeof(t->pfn)) != sizeof(t->pfn))
+		return -1;
+	return 0;
+}
+
+static bool twin_content_ok(struct twin *t)
+{
+	char c = 'c';
+
+	if (write(t->cmd, &c, 1) != 1 || read(t->reply, &c, 1) != 1)
+		return false;
+	return c == 'y';
+}
+
+static int twin_stop(struct twin *t)
+{
+	int status = -1;
+	char c = 'x';
+
+	if (write(t->cmd, &c, 1) != 1)
+		kill(t->pid, SIGKILL);
+	waitpid(t->pid, &status, 0);
+	close(t->cmd);
+	close(t->reply);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Save and restore the KSM knobs a test touches. */
+struct knobs {
+	char run[16], sleep[16], scan[16];
+};
+
+static void read_str(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, len - 1);
+
+	buf[n > 0 ? n : 0] = '\0';
+	if (fd >= 0)
+		close(fd);
+}
+
+static void knobs_save(struct knobs *k)
+{
+	read_str("/sys/kernel/mm/ksm/run", k->run, sizeof(k->run));
+	read_str("/sys/kernel/mm/ksm/sleep_millisecs", k->sleep,
+		 sizeof(k->sleep));
+	read_str("/sys/kernel/mm/ksm/pages_to_scan", k->scan, sizeof(k->scan));
+}
+
+static void knobs_restore(struct knobs *k)
+{
+	write_str("/sys/kernel/mm/ksm/run", k->run);
+	write_str("/sys/kernel/mm/ksm/sleep_millisecs", k->sleep);
+	write_str("/sys/kernel/mm/ksm/pages_to_scan", k->scan);
+}
+
+FIXTURE(upm) {
+	char *mem;
+	struct twin twin;
+	bool twin_running;
+	struct knobs knobs;
+};
+
+FIXTURE_SETUP(upm)
+{
+	psize = getpagesize();
+	if (getuid())
+		SKIP(return, "needs root for PFNs and KSM knobs");
+	if (upm("calls") < 0)
+		SKIP(return, "no /sys/kernel/mm/upm: kernel without CONFIG_UPM");
+	knobs_save(&self->knobs);
+	/* ksmd off unless a test turns it on: counters then move exactly */
+	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/run", "0"));
+	self->mem = map_anon(NPAGES);
+	ASSERT_NE(NULL, self->mem);
+	self->twin_running = false;
+}
+
+FIXTURE_TEARDOWN(upm)
+{
+	if (self->twin_running)
+		twin_stop(&self->twin);
+	if (self->mem)
+		munmap(self->mem, NPAGES * psize);
+	knobs_restore(&self->knobs);
+}
+
+static void start_twin(struct __test_metadata *_metadata,
+		       FIXTURE_DATA(upm) *self, uint64_t seed)
+{
+	ASSERT_EQ(0, twin_start(&self->twin, seed, true));
+	self->twin_running = true;
+}
+
+static int count_shared_with_twin(FIXTURE_DATA(upm) *self)
+{
+	int n = 0;
+
+	for (int i = 0; i < NPAGES; i++) {
+		uint64_t pfn = pfn_of(self->mem + i * psize);
+
+		if (pfn && pfn == self->twin.pfn[i] &&
+		    is_ksm(self->mem + i * psize))
+			n++;
+	}
+	return n;
+}
+
+/* The second process's madvise merges every page with the first's. */
+TEST_F(upm, two_processes_merge)
+{
+	long merged, stable, sharing, shared;
+
+	start_twin(_metadata, self, 1);
+	merged = upm("pages_merged");
+	stable = upm("pages_stable_new");
+	sharing = ksm("pages_sharing");
+	shared = ksm("pages_shared");
+
+	fill(self->mem, NPAGES, 1);
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+
+	EXPECT_EQ(NPAGES, count_shared_with_twin(self));
+	EXPECT_EQ(NPAGES, upm("pages_merged") - merged);
+	EXPECT_EQ(0, upm("pages_stable_new") - stable);
+	EXPECT_EQ(NPAGES, ksm("pages_sharing") - sharing);
+	EXPECT_EQ(0, ksm("pages_shared") - shared);
+	EXPECT_TRUE(same_as(self->mem, NPAGES, 1));
+	EXPECT_TRUE(twin_content_ok(&self->twin));
+}
+
+/* The first adviser's pages become stable pages at once. */
+TEST_F(upm, first_adviser_enters_index)
+{
+	long stable = upm("pages_stable_new");
+	long shared = ksm("pages_shared");
+
+	fill(self->mem, NPAGES, 2);
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(NPAGES, upm("pages_stable_new") - stable);
+	EXPECT_EQ(NPAGES, ksm("pages_shared") - shared);
+	for (int i = 0; i < NPAGES; i++)
+		EXPECT_TRUE(is_ksm(self->mem + i * psize));
+	EXPECT_TRUE(same_as(self->mem, NPAGES, 2));
+}
+
+/* Different content is never merged. */
+TEST_F(upm, distinct_content_not_merged)
+{
+	long merged;
+
+	start_twin(_metadata, self, 3);
+	merged = upm("pages_merged");
+	fill(self->mem, NPAGES, 4);
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(0, upm("pages_merged") - merged);
+	EXPECT_EQ(0, count_shared_with_twin(self));
+	EXPECT_TRUE(same_as(self->mem, NPAGES, 4));
+	EXPECT_TRUE(twin_content_ok(&self->twin));
+}
+
+/* A write after the merge gives the writer a private copy. */
+TEST_F(upm, write_after_merge_is_private)
+{
+	long cow;
+
+	start_twin(_metadata, self, 5);
+	fill(self->mem, NPAGES, 5);
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(NPAGES, count_shared_with_twin(self));
+
+	cow = vmstat("cow_ksm");
+	memset(self->mem + 3 * psize, 0x5a, 100);
+	EXPECT_NE(pfn_of(self->mem + 3 * psize), self->twin.pfn[3]);
+	EXPECT_FALSE(is_ksm(self->mem + 3 * psize));
+	EXPECT_EQ(0x5a, self->mem[3 * psize + 99]);
+	EXPECT_EQ(NPAGES - 1, count_shared_with_twin(self));
+	EXPECT_EQ(1, vmstat("cow_ksm") - cow);
+	/* The other process still reads its original bytes. */
+	EXPECT_TRUE(twin_content_ok(&self->twin));
+}
+
+/* Zero-filled pages map the shared zero page, without an index entry. */
+TEST_F(upm, zero_pages)
+{
+	long zero, kzero, stable;
+
+	memset(self->mem, 1, NPAGES * psize);
+	memset(self->mem, 0, NPAGES * psize);
+	zero = upm("pages_zero");
+	kzero = ksm("ksm_zero_pages");
+	stable = upm("pages_stable_new");
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(NPAGES, upm("pages_zero") - zero);
+	EXPECT_EQ(NPAGES, ksm("ksm_zero_pages") - kzero);
+	EXPECT_EQ(0, upm("pages_stable_new") - stable);
+	for (int i = 0; i < NPAGES; i++) {
+		uint64_t pfn = pfn_of(self->mem + i * psize);
+
+		EXPECT_TRUE(kpageflags(pfn) & (1ULL << KPF_ZERO_PAGE));
+		EXPECT_EQ(0, self->mem[i * psize + 7]);
+	}
+	/* Writing gives a private page again. */
+	self->mem[0] = 9;
+	EXPECT_EQ(9, self->mem[0]);
+	EXPECT_EQ(NPAGES - 1, ksm("ksm_zero_pages") - kzero);
+}
+
+/* Two ranges with the same content in one process merge together. */
+TEST_F(upm, two_ranges_one_process)
+{
+	char *b = map_anon(NPAGES);
+	long merged = upm("pages_merged");
+
+	ASSERT_NE(NULL, b);
+	fill(self->mem, NPAGES, 6);
+	fill(b, NPAGES, 6);
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(b, NPAGES * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(NPAGES, upm("pages_merged") - merged);
+	for (int i = 0; i < NPAGES; i++)
+		EXPECT_EQ(pfn_of(self->mem + i * psize), pfn_of(b + i * psize));
+	EXPECT_TRUE(same_as(b, NPAGES, 6));
+	munmap(b, NPAGES * psize);
+}
+
+/* Only the advised part of a mapping is merged; the rest is untouched. */
+TEST_F(upm, partial_range)
+{
+	long advised = upm("pages_advised");
+	long stable = upm("pages_stable_new");
+
+	fill(self->mem, NPAGES, 7);
+	/* An unaligned length is rounded up to whole pages, as madvise does */
+	ASSERT_EQ(0, madvise(self->mem + 8 * psize, 15 * psize + 1,
+			     MADV_UPM_MERGEABLE));
+	EXPECT_EQ(16, upm("pages_advised") - advised);
+	EXPECT_EQ(16, upm("pages_stable_new") - stable);
+	for (int i = 0; i < NPAGES; i++)
+		EXPECT_EQ(i >= 8 && i < 24, is_ksm(self->mem + i * psize));
+	EXPECT_TRUE(same_as(self->mem, NPAGES, 7));
+}
+
+/* Never-touched pages are skipped; MADV_POPULATE_READ does not add them. */
+TEST_F(upm, absent_pages_skipped)
+{
+	long absent = upm("skipped_absent");
+	long stable = upm("pages_stable_new");
+
+	fill(self->mem, NPAGES / 2, 8);
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(NPAGES / 2, upm("skipped_absent") - absent);
+	EXPECT_EQ(NPAGES / 2, upm("pages_stable_new") - stable);
+}
+
+/* Bad input: a clear errno, and nothing in the range changes. */
+TEST_F(upm, errors_change_nothing)
+{
+	long calls = upm("calls");
+	char *shared;
+
+	fill(self->mem, NPAGES, 9);
+	/* unaligned start */
+	EXPECT_EQ(-1, madvise(self->mem + 1, psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(EINVAL, errno);
+	/* length that wraps around */
+	EXPECT_EQ(-1, madvise(self->mem, -psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(EINVAL, errno);
+	/* length 0 is a no-op */
+	EXPECT_EQ(0, madvise(self->mem, 0, MADV_UPM_MERGEABLE));
+	/* a hole: unmap the last quarter, advise across it */
+	ASSERT_EQ(0, munmap(self->mem + 3 * NPAGES / 4 * psize,
+			    NPAGES / 4 * psize));
+	EXPECT_EQ(-1, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(ENOMEM, errno);
+	/* a shared mapping next to a private one */
+	shared = mmap(self->mem + 3 * NPAGES / 4 * psize, NPAGES / 4 * psize,
+		      PROT_READ | PROT_WRITE,
+		      MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+	ASSERT_NE(MAP_FAILED, shared);
+	EXPECT_EQ(-1, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(EINVAL, errno);
+	EXPECT_EQ(-1, madvise(shared, psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(EINVAL, errno);
+
+	EXPECT_EQ(0, upm("calls") - calls);
+	for (int i = 0; i < 3 * NPAGES / 4; i++)
+		EXPECT_FALSE(is_ksm(self->mem + i * psize));
+	EXPECT_TRUE(same_as(self->mem, 3 * NPAGES / 4, 9));
+}
+
+/* A THP-backed range is split and its subpages merged. */
+TEST_F(upm, thp_range)
+{
+	size_t thp = 2UL << 20, n = thp / getpagesize();
+	char *raw, *a, *b;
+	uint64_t flags;
+	long merged;
+
+	raw = mmap(NULL, 3 * thp, PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, raw);
+	a = (char *)(((uintptr_t)raw + thp - 1) & ~(thp - 1));
+	b = a + thp;
+	if (madvise(a, 2 * thp, MADV_HUGEPAGE))
+		SKIP(goto out, "no THP support");
+	for (size_t i = 0; i < thp; i += 4096) {
+		a[i] = (char)(i / 4096 + 1);
+		b[i] = (char)(i / 4096 + 1);
+	}
+	flags = kpageflags(pfn_of(a));
+	if (!(flags & (1ULL << KPF_THP)))
+		SKIP(goto out, "kernel did not back the range with a THP");
+	merged = upm("pages_merged");
+	ASSERT_EQ(0, madvise(a, 2 * thp, MADV_UPM_MERGEABLE));
+	EXPECT_EQ((long)n, upm("pages_merged") - merged);
+	for (size_t i = 0; i < thp; i += 4096) {
+		EXPECT_EQ(pfn_of(a + i), pfn_of(b + i));
+		EXPECT_EQ((char)(i / 4096 + 1), b[i]);
+	}
+out:
+	munmap(raw, 3 * thp);
+}
+
+/* The first owner exits: the second keeps its content and its pages. */
+TEST_F(upm, first_owner_exits)
+{
+	start_twin(_metadata, self, 10);
+	fill(self->mem, NPAGES, 10);
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(NPAGES, count_shared_with_twin(self));
+	EXPECT_EQ(0, twin_stop(&self->twin));
+	self->twin_running = false;
+	EXPECT_TRUE(same_as(self->mem, NPAGES, 10));
+	for (int i = 0; i < NPAGES; i++)
+		EXPECT_EQ(self->twin.pfn[i], pfn_of(self->mem + i * psize));
+}
+
+/* MADV_UNMERGEABLE undoes the merge; content is unchanged. */
+TEST_F(upm, unmergeable_undoes)
+{
+	long sharing;
+
+	start_twin(_metadata, self, 11);
+	fill(self->mem, NPAGES, 11);
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(NPAGES, count_shared_with_twin(self));
+	sharing = ksm("pages_sharing");
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UNMERGEABLE));
+	EXPECT_EQ(0, count_shared_with_twin(self));
+	for (int i = 0; i < NPAGES; i++)
+		EXPECT_FALSE(is_ksm(self->mem + i * psize));
+	EXPECT_TRUE(same_as(self->mem, NPAGES, 11));
+	EXPECT_TRUE(twin_content_ok(&self->twin));
+	/* rmap_items of unmerged pages stay until ksmd or exit drops them */
+	EXPECT_GE(sharing, ksm("pages_sharing"));
+}
+
+/* Advising an already merged range again changes nothing. */
+TEST_F(upm, advise_twice_idempotent)
+{
+	long merged, stable;
+
+	start_twin(_metadata, self, 12);
+	fill(self->mem, NPAGES, 12);
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	merged = upm("pages_merged");
+	stable = upm("pages_stable_new");
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(0, upm("pages_merged") - merged);
+	EXPECT_EQ(0, upm("pages_stable_new") - stable);
+	EXPECT_EQ(NPAGES, count_shared_with_twin(self));
+}
+
+/* ksmd at full speed while advising: everything still ends up shared. */
+TEST_F(upm, with_ksmd_running)
+{
+	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/sleep_millisecs", "0"));
+	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/pages_to_scan", "10000"));
+	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/run", "1"));
+	for (int round = 0; round < 4; round++) {
+		fill(self->mem, NPAGES, 13 + round);
+		ASSERT_EQ(0, twin_start(&self->twin, 13 + round, true));
+		self->twin_running = true;
+		ASSERT_EQ(0, madvise(self->mem, NPAGES * psize,
+				     MADV_UPM_MERGEABLE));
+		EXPECT_EQ(NPAGES, count_shared_with_twin(self));
+		EXPECT_TRUE(same_as(self->mem, NPAGES, 13 + round));
+		EXPECT_TRUE(twin_content_ok(&self->twin));
+		EXPECT_EQ(0, twin_stop(&self->twin));
+		self->twin_running = false;
+	}
+}
+
+/* "echo 2 > /sys/kernel/mm/ksm/run" unmerges UPM's pages too. */
+TEST_F(upm, ksm_run_2_unmerges)
+{
+	start_twin(_metadata, self, 20);
+	fill(self->mem, NPAGES, 20);
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(NPAGES, count_shared_with_twin(self));
+	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/run", "2"));
+	EXPECT_EQ(0, count_shared_with_twin(self));
+	for (int i = 0; i < NPAGES; i++)
+		EXPECT_FALSE(is_ksm(self->mem + i * psize));
+	EXPECT_EQ(0, ksm("pages_shared"));
+	EXPECT_EQ(0, ksm("pages_sharing"));
+	EXPECT_TRUE(same_as(self->mem, NPAGES, 20));
+	EXPECT_TRUE(twin_content_ok(&self->twin));
+}
+
+/* After every sharer exits, the counters are back where they started. */
+TEST_F(upm, exit_frees_everything)
+{
+	long shared = ksm("pages_shared"), sharing = ksm("pages_sharing");
+	struct twin other;
+
+	ASSERT_EQ(0, twin_start(&other, 21, true));
+	start_twin(_metadata, self, 21);
+	ASSERT_EQ(0, twin_stop(&self->twin));
+	self->twin_running = false;
+	ASSERT_EQ(0, twin_stop(&other));
+	EXPECT_EQ(shared, ksm("pages_shared"));
+	EXPECT_EQ(sharing, ksm("pages_sharing"));
+}
+
+TEST_HARNESS_MAIN
