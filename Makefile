@@ -49,7 +49,7 @@ vm: kernel
 shell: kernel
 	@$(S)/vm.sh --interactive
 
-run: kernel selftests
+run: kernel headers
 	@$(S)/run.sh
 
 test: kernel selftests

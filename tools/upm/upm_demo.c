@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * upm_demo: two processes each hold the same SIZE MiB of random data and
+ * call madvise(MADV_UPM_MERGEABLE) once. Prints how many frames the
+ * second call saved, read from the KSM and UPM counters the moment it
+ * returns. Exit status 0 only if every page of the second copy merged.
+ */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef MADV_UPM_MERGEABLE
+#define MADV_UPM_MERGEABLE 120
+#endif
+
+static long counter(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	long v = -1;
+
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+static long meminfo(const char *key)
+{
+	char line[256];
+	long v = -1;
+	FILE *f = fopen("/proc/meminfo", "r");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, strlen(key)))
+			v = atol(line + strlen(key));
+	if (f)
+		fclose(f);
+	return v;
+}
+
+static char *make_copy(size_t size, uint64_t seed)
+{
+	char *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED) {
+		perror("mmap");
+		exit(1);
+	}
+	for (size_t i = 0; i < size / 8; i++) {	/* splitmix64 */
+		uint64_t z = (seed += 0x9e3779b97f4a7c15ULL);
+
+		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+		z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+		((uint64_t *)p)[i] = z ^ (z >> 31);
+	}
+	return p;
+}
+
+static double advise(char *p, size_t size)
+{
+	struct timespec a, b;
+
+	clock_gettime(CLOCK_MONOTONIC, &a);
+	if (madvise(p, size, MADV_UPM_MERGEABLE)) {
+		perror("madvise(MADV_UPM_MERGEABLE) (kernel without UPM?)");
+		exit(1);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &b);
+	return (b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) / 1e9;
+}
+
+int main(int argc, char **argv)
+{
+	size_t mib = argc > 1 ? strtoul(argv[1], NULL, 0) : 64;
+	size_t size = mib << 20, pages = size / getpagesize();
+	long sharing0, sharing1, merged0, merged1, anon0, anon1;
+	int go[2], done[2];
+	double t1, t2;
+	char c;
+
+	if (pipe(go) || pipe(done))
+		return 1;
+	if (!fork()) {
+		char *p = make_copy(size, 42);
+
+		t1 = advise(p, size);
+		if (write(done[1], &t1, sizeof(t1)) != sizeof(t1))
+			_exit(1);
+		if (read(go[0], &c, 1) != 1)	/* stay alive until told */
+			_exit(1);
+		_exit(0);
+	}
+	if (read(done[0], &t1, sizeof(t1)) != sizeof(t1))
+		return 1;
+
+	char *p = make_copy(size, 42);
+
+	sharing0 = counter("/sys/kernel/mm/ksm/pages_sharing");
+	merged0 = counter("/sys/kernel/mm/upm/pages_merged");
+	anon0 = meminfo("AnonPages:");
+	t2 = advise(p, size);
+	sharing1 = counter("/sys/kernel/mm/ksm/pages_sharing");
+	merged1 = counter("/sys/kernel/mm/upm/pages_merged");
+	anon1 = meminfo("AnonPages:");
+
+	printf("two processes x %zu MiB of the same random data (%zu pages each)\n",
+	       mib, pages);
+	printf("  first  madvise: %8.3f s (pages entered as stable pages)\n", t1);
+	printf("  second madvise: %8.3f s\n", t2);
+	printf("  pages_sharing up by %ld, upm pages_merged up by %ld (expected %zu)\n",
+	       sharing1 - sharing0, merged1 - merged0, pages);
+	printf("  AnonPages down by %ld MiB when the second call returned\n",
+	       (anon0 - anon1) / 1024);
+	c = 'x';
+	if (write(go[1], &c, 1) != 1)
+		return 1;
+	wait(NULL);
+	return (size_t)(sharing1 - sharing0) == pages ? 0 : 1;
+}
