@@ -175,6 +175,9 @@ static void upm_index_destroy(struct upm_index *idx)
 static struct hlist_head *upm_index_bucket(struct upm_index *idx, u64 hash,
 					   u64 domain)
 {
+	/* hash_64() needs at least one bit */
+	if (!idx->bits)
+		return idx->buckets;
 	return &idx->buckets[hash_64(hash ^ hash_64(domain, 64), idx->bits)];
 }
 
