@@ -89,6 +89,8 @@
 
 /* Pages handled per batch: hashed unlocked, then merged under the mutex */
 #define UPM_BATCH	64
+/* Addresses looked at per mmap_read_lock hold, present or not */
+#define UPM_WALK_MAX	(16 * UPM_BATCH)
 
 /**
  * struct upm_entry - one index entry: a KSM stable page of known content
@@ -122,6 +124,8 @@ struct upm_index {
 
 static struct upm_index upm_index;
 static struct kmem_cache *upm_entry_cache;
+/* Set once the index exists: madvise refuses the advice before that */
+static bool upm_ready __read_mostly;
 
 /* xxhash of a zero-filled page: a cheap first test for zero pages */
 static u64 upm_zero_hash __read_mostly;
@@ -178,7 +182,8 @@ static struct hlist_head *upm_index_bucket(struct upm_index *idx, u64 hash,
 	/* hash_64() needs at least one bit */
 	if (!idx->bits)
 		return idx->buckets;
-	return &idx->buckets[hash_64(hash ^ hash_64(domain, 64), idx->bits)];
+	return &idx->buckets[hash_64(hash ^ (domain * GOLDEN_RATIO_64),
+				     idx->bits)];
 }
 
 static void upm_index_add(struct upm_index *idx, struct upm_entry *e)
@@ -198,11 +203,13 @@ static bool upm_entry_matches(struct upm_entry *e, u64 hash, u64 domain)
 	return e->hash == hash && e->domain == domain;
 }
 
-/* Iterate over the entries for (@hash, @domain); @e may be deleted. */
-#define upm_index_for_each_match(e, tmp, idx, hash, domain)		\
+/*
+ * Iterate over the bucket of (@hash, @domain); @e may be deleted. Callers
+ * skip entries for which upm_entry_matches() is false.
+ */
+#define upm_index_for_each_in_bucket(e, tmp, idx, hash, domain)	\
 	hlist_for_each_entry_safe(e, tmp,				\
-			upm_index_bucket(idx, hash, domain), node)	\
-		if (!upm_entry_matches(e, hash, domain)) {} else
+				  upm_index_bucket(idx, hash, domain), node)
 
 /*
  * The merge domain of the caller: only processes that could already read
@@ -214,8 +221,7 @@ static u64 upm_current_domain(void)
 {
 	const struct cred *cred = current_cred();
 
-	return ((u64)cred->user_ns->ns.inum << 32) |
-		from_kuid(cred->user_ns, cred->euid);
+	return ((u64)cred->user_ns->ns.inum << 32) | __kuid_val(cred->euid);
 }
 
 /**
@@ -322,25 +328,28 @@ again:
  */
 static void upm_collect(struct upm_pass *p)
 {
+	unsigned long walk_end = p->addr + UPM_WALK_MAX * PAGE_SIZE;
 	struct vm_area_struct *vma;
 	unsigned long vend;
 
 	mmap_assert_locked(p->mm);
 	p->nr = 0;
-	while (p->addr < p->end && p->nr < UPM_BATCH) {
+	if (walk_end < p->addr || walk_end > p->end)
+		walk_end = p->end;
+	while (p->addr < walk_end && p->nr < UPM_BATCH) {
 		vma = find_vma(p->mm, p->addr);
-		if (!vma || vma->vm_start >= p->end) {
-			p->count[UPM_SKIP_ABSENT] += (p->end - p->addr) >>
+		if (!vma || vma->vm_start >= walk_end) {
+			p->count[UPM_SKIP_ABSENT] += (walk_end - p->addr) >>
 						     PAGE_SHIFT;
-			p->addr = p->end;
+			p->addr = walk_end;
 			break;
 		}
 		if (vma->vm_start > p->addr) {
-			p->count[UPM_SKIP_ABSENT] += (vma->vm_start - p->addr) >>
-						     PAGE_SHIFT;
+			p->count[UPM_SKIP_ABSENT] +=
+				(vma->vm_start - p->addr) >> PAGE_SHIFT;
 			p->addr = vma->vm_start;
 		}
-		vend = min(vma->vm_end, p->end);
+		vend = min(vma->vm_end, walk_end);
 		if (!(vma->vm_flags & VM_MERGEABLE) || !vma->anon_vma) {
 			p->count[UPM_SKIP_ABSENT] += (vend - p->addr) >>
 						     PAGE_SHIFT;
@@ -431,16 +440,27 @@ static bool upm_merge_with_twin(struct upm_pass *p, struct upm_page *up,
 	struct upm_entry *e;
 	struct hlist_node *tmp;
 
-	upm_index_for_each_match(e, tmp, &upm_index, up->hash, p->domain) {
+	upm_index_for_each_in_bucket(e, tmp, &upm_index, up->hash, p->domain) {
 		struct ksm_stable_node *stable_node = e->stable_node;
 		struct folio *kfolio;
 		struct page *kpage;
 		int err;
 
-		/* A stale node is freed here, and its entry with it. */
-		kfolio = ksm_get_folio(stable_node, KSM_GET_FOLIO_NOLOCK);
+		if (!upm_entry_matches(e, up->hash, p->domain))
+			continue;
+		/*
+		 * A stale node is freed here, and its entry with it. Take and
+		 * drop the folio lock, as stable_tree_search() does, so that a
+		 * migration in progress sees our reference and backs off.
+		 */
+		kfolio = ksm_get_folio(stable_node, KSM_GET_FOLIO_TRYLOCK);
+		if (IS_ERR(kfolio)) {
+			p->count[UPM_SKIP_BUSY]++;
+			return true;
+		}
 		if (!kfolio)
 			continue;
+		folio_unlock(kfolio);
 		kpage = folio_page(kfolio, 0);
 		if (!is_page_sharing_candidate(stable_node)) {
 			folio_put(kfolio);
@@ -514,7 +534,7 @@ static void upm_merge_page(struct upm_pass *p, struct upm_page *up)
 		p->count[UPM_SKIP_KSM]++;
 		return;
 	}
-	if (up->zero) {
+	if (up->zero && !mm_forbids_zeropage(p->mm)) {
 		upm_merge_zero(p, up);
 		return;
 	}
@@ -565,6 +585,8 @@ int upm_check_range(struct mm_struct *mm, unsigned long start,
 	int err = 0;
 
 	mmap_assert_locked(mm);
+	if (!READ_ONCE(upm_ready))
+		return -EINVAL;
 	for_each_vma_range(vmi, vma, end) {
 		if (!vma_ksm_compatible(vma))
 			return -EINVAL;
@@ -587,7 +609,7 @@ int upm_check_range(struct mm_struct *mm, unsigned long start,
  * orders before mmap_lock.
  *
  * Return: 0, or -EINTR if a fatal signal stopped the pass (pages merged so
- * far stay merged), or -ENOMEM if the pass could not start.
+ * far stay merged), or -EAGAIN if the pass could not start.
  */
 int upm_merge_range(struct mm_struct *mm, unsigned long start,
 		    unsigned long end)
@@ -600,7 +622,7 @@ int upm_merge_range(struct mm_struct *mm, unsigned long start,
 
 	p = kzalloc(sizeof(*p), GFP_KERNEL);
 	if (!p)
-		return -ENOMEM;
+		return -EAGAIN;
 	p->mm = mm;
 	p->domain = upm_current_domain();
 	p->addr = start;
@@ -678,8 +700,11 @@ void upm_ksm_exit(struct mm_struct *mm)
 	if (!mm->ksm_rmap_items || (READ_ONCE(ksm_run) & KSM_RUN_MERGE))
 		return;
 
-	mutex_lock(&ksm_thread_mutex);
-	wait_while_offlining();
+	/* Never make exit wait behind a merge pass: ksmd can clean up later */
+	if (!mutex_trylock(&ksm_thread_mutex))
+		return;
+	if (ksm_run & KSM_RUN_OFFLINE)
+		goto out;
 	spin_lock(&ksm_mmlist_lock);
 	slot = mm_slot_lookup(mm_slots_hash, mm);
 	spin_unlock(&ksm_mmlist_lock);
@@ -691,6 +716,7 @@ void upm_ksm_exit(struct mm_struct *mm)
 		if (mm_slot != ksm_scan.mm_slot)
 			remove_trailing_rmap_items(&mm_slot->rmap_list);
 	}
+out:
 	mutex_unlock(&ksm_thread_mutex);
 }
 
@@ -706,8 +732,8 @@ static ssize_t upm_counter_show(struct kobject *kobj,
 	struct upm_counter_attr *ca;
 
 	ca = container_of(attr, struct upm_counter_attr, attr);
-	return sysfs_emit(buf, "%lu\n",
-			  (unsigned long)atomic_long_read(&upm_stats[ca->counter]));
+	return sysfs_emit(buf, "%ld\n",
+			  atomic_long_read(&upm_stats[ca->counter]));
 }
 
 #define UPM_COUNTER_ATTR(_name, _counter)				\
@@ -773,7 +799,7 @@ static const struct attribute_group upm_attr_group = {
 
 static int __init upm_init(void)
 {
-	/* A bucket per four pages of RAM keeps chains short, at 2 bytes/page */
+	/* A bucket per four pages of RAM: short chains, 2 bytes per page */
 	unsigned int bits = clamp(ilog2(totalram_pages() / 4), 10, 24);
 	void *zero;
 	int err;
@@ -797,6 +823,7 @@ static int __init upm_init(void)
 		goto out_index;
 	}
 #endif
+	WRITE_ONCE(upm_ready, true);
 	pr_info("index of %u buckets ready\n", 1U << bits);
 	return 0;
 

@@ -10,7 +10,8 @@ bad=0
 step "checkpatch.pl on build/patch-out/*.patch"
 for p in "$BUILD"/patch-out/0*.patch; do
 	case $p in *0000-cover-letter.patch) continue ;; esac
-	r=$(cd "$TREE" && perl scripts/checkpatch.pl -q --max-line-length=80 --terse "$p" 2>&1)
+	r=$(cd "$TREE" && perl scripts/checkpatch.pl -q --max-line-length=80 --terse \
+		--ignore FILE_PATH_CHANGES "$p" 2>&1)
 	if [ -n "$r" ]; then
 		echo "$(basename "$p"):"; printf '%s\n' "$r" | sed 's/^/    /'; bad=1
 	else

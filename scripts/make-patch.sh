@@ -48,7 +48,7 @@ respect. Counters are in /sys/kernel/mm/upm/, tracepoints mark the start
 and end of each call, and KUnit tests cover the index.
 
 $(header "${series[2]}" | sed -n '/^Subject/,$p' | sed '1d')" \
-	$(hunk_files "${series[2]}") mm/Kconfig.upm $(overlay '^(mm|include)/')
+	$(hunk_files "${series[2]}") mm/upm/Kconfig $(overlay '^(mm|include)/')
 docs=$(overlay '^Documentation/')
 for p in "${series[@]:3}"; do docs="$docs $(hunk_files "$p")"; done
 if [ -n "${docs// /}" ]; then
@@ -87,7 +87,7 @@ for f in "${steps[@]}"; do sed -i "1,/^Subject:/ s/\/NN\]/\/$total]/" "$f"; done
 	cat "${steps[@]}" | grep -E '^diff --git' | wc -l | sed 's/$/ files changed in all/'
 } > "$out/0000-cover-letter.patch"
 
-all=$("$TOP"/scripts/overlay-files.sh | grep -v '^Kconfig$'; echo mm/Kconfig.upm
+all=$("$TOP"/scripts/overlay-files.sh | grep -v '^Kconfig$'; echo mm/upm/Kconfig
       for p in "${series[@]}"; do hunk_files "$p"; done)
 "$TOP"/scripts/gendiff.sh "$PRISTINE" "$TREE" $(printf '%s\n' $all | sort -u) > "$out/upm-combined.patch"
 

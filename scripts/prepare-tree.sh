@@ -77,8 +77,8 @@ for f in $("$TOP"/scripts/overlay-files.sh); do
 	cp -p "$TOP/$f" "$stage/$f"
 done
 # Our top-level Kconfig is where mm/Kconfig sources it.
-mkdir -p "$stage/mm"
-cp -p "$TOP/Kconfig" "$stage/mm/Kconfig.upm"
+mkdir -p "$stage/mm/upm"
+cp -p "$TOP/Kconfig" "$stage/mm/upm/Kconfig"
 
 # A file we staged last time but no longer touch goes back to pristine.
 (cd "$stage" && find . -type f | sed 's|^\./||' | sort) > "$BUILD/staged.new"
@@ -90,5 +90,7 @@ if [ -f "$BUILD/staged.list" ]; then
 	done
 fi
 rsync -rc "$stage"/ "$TREE"/
+# What we installed, so that refresh copies back only later edits.
+(cd "$stage" && find . -type f -print0 | xargs -0 md5sum) > "$BUILD/staged.sums"
 mv "$BUILD/staged.new" "$BUILD/staged.list"
 info "work tree ready: $TREE"

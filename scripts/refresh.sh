@@ -13,6 +13,12 @@ if [ -n "${ADD:-}" ]; then
 	[ -f "$PRISTINE/$ADD" ] || die "$ADD is not an existing kernel file"
 fi
 
+edited_in_tree() {
+	local was
+	was=$(awk -v f="./$1" '$2 == f {print $1}' "$BUILD/staged.sums" 2>/dev/null)
+	[ -n "$was" ] && [ "$(md5sum < "$TREE/$1" | cut -d' ' -f1)" != "$was" ]
+}
+
 while read -r p; do
 	case "$p" in ''|'#'*) continue ;; esac
 	f=$TOP/patches/$p
@@ -36,12 +42,13 @@ while read -r p; do
 done < "$TOP/patches/series"
 
 for o in $("$TOP"/scripts/overlay-files.sh); do
-	if [ -f "$TREE/$o" ] && ! cmp -s "$TREE/$o" "$TOP/$o"; then
+	# Only what was edited in build/linux since prepare-tree put it there.
+	if [ -f "$TREE/$o" ] && edited_in_tree "$o"; then
 		cp "$TREE/$o" "$TOP/$o"
 		info "copied back $o"
 	fi
 done
-if ! cmp -s "$TREE/mm/Kconfig.upm" "$TOP/Kconfig"; then
-	cp "$TREE/mm/Kconfig.upm" "$TOP/Kconfig"
+if edited_in_tree mm/upm/Kconfig; then
+	cp "$TREE/mm/upm/Kconfig" "$TOP/Kconfig"
 	info "copied back Kconfig"
 fi

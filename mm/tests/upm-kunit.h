@@ -28,7 +28,9 @@ static unsigned int upm_test_count(struct upm_index *idx, u64 hash,
 	unsigned int n = 0;
 
 	*nodes = 0;
-	upm_index_for_each_match(e, tmp, idx, hash, domain) {
+	upm_index_for_each_in_bucket(e, tmp, idx, hash, domain) {
+		if (!upm_entry_matches(e, hash, domain))
+			continue;
 		*nodes |= (unsigned long)e->stable_node;
 		n++;
 	}
@@ -98,7 +100,8 @@ static void upm_index_test_collisions(struct kunit *test)
 
 	KUNIT_EXPECT_EQ(test, upm_test_count(&idx, 0x1, 1, &nodes), 2U);
 	KUNIT_EXPECT_EQ(test, nodes,
-			(unsigned long)FAKE_NODE(1) | (unsigned long)FAKE_NODE(4));
+			(unsigned long)FAKE_NODE(1) |
+			(unsigned long)FAKE_NODE(4));
 	KUNIT_EXPECT_EQ(test, upm_test_count(&idx, 0x2, 1, &nodes), 1U);
 	KUNIT_EXPECT_EQ(test, upm_test_count(&idx, 0x1, 2, &nodes), 1U);
 	KUNIT_EXPECT_EQ(test, nodes, (unsigned long)FAKE_NODE(8));
@@ -122,13 +125,14 @@ static void upm_index_test_remove(struct kunit *test)
 		upm_test_entry(&e[i], 0x42, 3, 1UL << i);
 		upm_index_add(&idx, &e[i]);
 	}
-	upm_index_for_each_match(pos, tmp, &idx, 0x42, 3)
+	upm_index_for_each_in_bucket(pos, tmp, &idx, 0x42, 3)
 		if (pos == &e[1])
 			upm_index_del(&idx, pos);
 	KUNIT_EXPECT_EQ(test, idx.nr_entries, 2UL);
 	KUNIT_EXPECT_EQ(test, upm_test_count(&idx, 0x42, 3, &nodes), 2U);
 	KUNIT_EXPECT_EQ(test, nodes,
-			(unsigned long)FAKE_NODE(1) | (unsigned long)FAKE_NODE(4));
+			(unsigned long)FAKE_NODE(1) |
+			(unsigned long)FAKE_NODE(4));
 
 	upm_index_del(&idx, &e[0]);
 	upm_index_del(&idx, &e[2]);

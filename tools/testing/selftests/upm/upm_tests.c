@@ -59,7 +59,7 @@ static int write_str(const char *path, const char *s)
 	return ret;
 }
 
-static long upm(const char *name)
+static long upm_counter(const char *name)
 {
 	char path[128];
 
@@ -67,7 +67,7 @@ static long upm(const char *name)
 	return read_ulong(path);
 }
 
-static long ksm(const char *name)
+static long ksm_counter(const char *name)
 {
 	char path[128];
 
@@ -76,7 +76,7 @@ static long ksm(const char *name)
 }
 
 /* A counter from /proc/vmstat, or -1. */
-static long vmstat(const char *name)
+static long vmstat_counter(const char *name)
 {
 	char key[64];
 	long v, found = -1;
@@ -106,7 +106,7 @@ static uint64_t pfn_of(void *addr)
 	return (ent & PM_PRESENT) ? (ent & PM_PFN_MASK) : 0;
 }
 
-static uint64_t kpageflags(uint64_t pfn)
+static uint64_t read_kpageflags(uint64_t pfn)
 {
 	uint64_t flags = 0;
 	int fd = open("/proc/kpageflags", O_RDONLY);
@@ -124,7 +124,7 @@ static bool is_ksm(void *addr)
 {
 	uint64_t pfn = pfn_of(addr);
 
-	return pfn && (kpageflags(pfn) & (1ULL << KPF_KSM));
+	return pfn && (read_kpageflags(pfn) & (1ULL << KPF_KSM));
 }
 
 /* Deterministic page content: every page of a seed differs from others. */
@@ -276,8 +276,8 @@ FIXTURE_SETUP(upm)
 	psize = getpagesize();
 	if (getuid())
 		SKIP(return, "needs root for PFNs and KSM knobs");
-	if (upm("calls") < 0)
-		SKIP(return, "no /sys/kernel/mm/upm: kernel without CONFIG_UPM");
+	if (upm_counter("calls") < 0)
+		SKIP(return, "no /sys/kernel/mm/upm: no CONFIG_UPM");
 	knobs_save(&self->knobs);
 	/* ksmd off unless a test turns it on: counters then move exactly */
 	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/run", "0"));
@@ -295,26 +295,26 @@ FIXTURE_TEARDOWN(upm)
 	knobs_restore(&self->knobs);
 }
 
-static void start_twin(struct __test_metadata *_metadata,
-		       FIXTURE_DATA(upm) *self, uint64_t seed)
-{
-	ASSERT_EQ(0, twin_start(&self->twin, seed, true));
-	self->twin_running = true;
-}
+#define start_twin(_metadata, self, seed) do {			\
+	ASSERT_EQ(0, twin_start(&(self)->twin, seed, true));		\
+	(self)->twin_running = true;					\
+} while (0)
 
-static int count_shared_with_twin(FIXTURE_DATA(upm) *self)
+/* Pages of mem that map the very frame the twin maps, as a KSM page. */
+static int shared_with(char *mem, struct twin *t)
 {
 	int n = 0;
 
 	for (int i = 0; i < NPAGES; i++) {
-		uint64_t pfn = pfn_of(self->mem + i * psize);
+		uint64_t pfn = pfn_of(mem + i * psize);
 
-		if (pfn && pfn == self->twin.pfn[i] &&
-		    is_ksm(self->mem + i * psize))
+		if (pfn && pfn == t->pfn[i] && is_ksm(mem + i * psize))
 			n++;
 	}
 	return n;
 }
+
+#define count_shared_with_twin(self) shared_with((self)->mem, &(self)->twin)
 
 /* The second process's madvise merges every page with the first's. */
 TEST_F(upm, two_processes_merge)
@@ -322,19 +322,19 @@ TEST_F(upm, two_processes_merge)
 	long merged, stable, sharing, shared;
 
 	start_twin(_metadata, self, 1);
-	merged = upm("pages_merged");
-	stable = upm("pages_stable_new");
-	sharing = ksm("pages_sharing");
-	shared = ksm("pages_shared");
+	merged = upm_counter("pages_merged");
+	stable = upm_counter("pages_stable_new");
+	sharing = ksm_counter("pages_sharing");
+	shared = ksm_counter("pages_shared");
 
 	fill(self->mem, NPAGES, 1);
 	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
 
 	EXPECT_EQ(NPAGES, count_shared_with_twin(self));
-	EXPECT_EQ(NPAGES, upm("pages_merged") - merged);
-	EXPECT_EQ(0, upm("pages_stable_new") - stable);
-	EXPECT_EQ(NPAGES, ksm("pages_sharing") - sharing);
-	EXPECT_EQ(0, ksm("pages_shared") - shared);
+	EXPECT_EQ(NPAGES, upm_counter("pages_merged") - merged);
+	EXPECT_EQ(0, upm_counter("pages_stable_new") - stable);
+	EXPECT_EQ(NPAGES, ksm_counter("pages_sharing") - sharing);
+	EXPECT_EQ(0, ksm_counter("pages_shared") - shared);
 	EXPECT_TRUE(same_as(self->mem, NPAGES, 1));
 	EXPECT_TRUE(twin_content_ok(&self->twin));
 }
@@ -342,13 +342,13 @@ TEST_F(upm, two_processes_merge)
 /* The first adviser's pages become stable pages at once. */
 TEST_F(upm, first_adviser_enters_index)
 {
-	long stable = upm("pages_stable_new");
-	long shared = ksm("pages_shared");
+	long stable = upm_counter("pages_stable_new");
+	long shared = ksm_counter("pages_shared");
 
 	fill(self->mem, NPAGES, 2);
 	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
-	EXPECT_EQ(NPAGES, upm("pages_stable_new") - stable);
-	EXPECT_EQ(NPAGES, ksm("pages_shared") - shared);
+	EXPECT_EQ(NPAGES, upm_counter("pages_stable_new") - stable);
+	EXPECT_EQ(NPAGES, ksm_counter("pages_shared") - shared);
 	for (int i = 0; i < NPAGES; i++)
 		EXPECT_TRUE(is_ksm(self->mem + i * psize));
 	EXPECT_TRUE(same_as(self->mem, NPAGES, 2));
@@ -360,10 +360,10 @@ TEST_F(upm, distinct_content_not_merged)
 	long merged;
 
 	start_twin(_metadata, self, 3);
-	merged = upm("pages_merged");
+	merged = upm_counter("pages_merged");
 	fill(self->mem, NPAGES, 4);
 	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
-	EXPECT_EQ(0, upm("pages_merged") - merged);
+	EXPECT_EQ(0, upm_counter("pages_merged") - merged);
 	EXPECT_EQ(0, count_shared_with_twin(self));
 	EXPECT_TRUE(same_as(self->mem, NPAGES, 4));
 	EXPECT_TRUE(twin_content_ok(&self->twin));
@@ -379,13 +379,13 @@ TEST_F(upm, write_after_merge_is_private)
 	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
 	ASSERT_EQ(NPAGES, count_shared_with_twin(self));
 
-	cow = vmstat("cow_ksm");
+	cow = vmstat_counter("cow_ksm");
 	memset(self->mem + 3 * psize, 0x5a, 100);
 	EXPECT_NE(pfn_of(self->mem + 3 * psize), self->twin.pfn[3]);
 	EXPECT_FALSE(is_ksm(self->mem + 3 * psize));
 	EXPECT_EQ(0x5a, self->mem[3 * psize + 99]);
 	EXPECT_EQ(NPAGES - 1, count_shared_with_twin(self));
-	EXPECT_EQ(1, vmstat("cow_ksm") - cow);
+	EXPECT_EQ(1, vmstat_counter("cow_ksm") - cow);
 	/* The other process still reads its original bytes. */
 	EXPECT_TRUE(twin_content_ok(&self->twin));
 }
@@ -397,37 +397,37 @@ TEST_F(upm, zero_pages)
 
 	memset(self->mem, 1, NPAGES * psize);
 	memset(self->mem, 0, NPAGES * psize);
-	zero = upm("pages_zero");
-	kzero = ksm("ksm_zero_pages");
-	stable = upm("pages_stable_new");
+	zero = upm_counter("pages_zero");
+	kzero = ksm_counter("ksm_zero_pages");
+	stable = upm_counter("pages_stable_new");
 	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
-	EXPECT_EQ(NPAGES, upm("pages_zero") - zero);
-	EXPECT_EQ(NPAGES, ksm("ksm_zero_pages") - kzero);
-	EXPECT_EQ(0, upm("pages_stable_new") - stable);
+	EXPECT_EQ(NPAGES, upm_counter("pages_zero") - zero);
+	EXPECT_EQ(NPAGES, ksm_counter("ksm_zero_pages") - kzero);
+	EXPECT_EQ(0, upm_counter("pages_stable_new") - stable);
 	for (int i = 0; i < NPAGES; i++) {
 		uint64_t pfn = pfn_of(self->mem + i * psize);
 
-		EXPECT_TRUE(kpageflags(pfn) & (1ULL << KPF_ZERO_PAGE));
+		EXPECT_TRUE(read_kpageflags(pfn) & (1ULL << KPF_ZERO_PAGE));
 		EXPECT_EQ(0, self->mem[i * psize + 7]);
 	}
 	/* Writing gives a private page again. */
 	self->mem[0] = 9;
 	EXPECT_EQ(9, self->mem[0]);
-	EXPECT_EQ(NPAGES - 1, ksm("ksm_zero_pages") - kzero);
+	EXPECT_EQ(NPAGES - 1, ksm_counter("ksm_zero_pages") - kzero);
 }
 
 /* Two ranges with the same content in one process merge together. */
 TEST_F(upm, two_ranges_one_process)
 {
 	char *b = map_anon(NPAGES);
-	long merged = upm("pages_merged");
+	long merged = upm_counter("pages_merged");
 
 	ASSERT_NE(NULL, b);
 	fill(self->mem, NPAGES, 6);
 	fill(b, NPAGES, 6);
 	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
 	ASSERT_EQ(0, madvise(b, NPAGES * psize, MADV_UPM_MERGEABLE));
-	EXPECT_EQ(NPAGES, upm("pages_merged") - merged);
+	EXPECT_EQ(NPAGES, upm_counter("pages_merged") - merged);
 	for (int i = 0; i < NPAGES; i++)
 		EXPECT_EQ(pfn_of(self->mem + i * psize), pfn_of(b + i * psize));
 	EXPECT_TRUE(same_as(b, NPAGES, 6));
@@ -437,15 +437,15 @@ TEST_F(upm, two_ranges_one_process)
 /* Only the advised part of a mapping is merged; the rest is untouched. */
 TEST_F(upm, partial_range)
 {
-	long advised = upm("pages_advised");
-	long stable = upm("pages_stable_new");
+	long advised = upm_counter("pages_advised");
+	long stable = upm_counter("pages_stable_new");
 
 	fill(self->mem, NPAGES, 7);
 	/* An unaligned length is rounded up to whole pages, as madvise does */
 	ASSERT_EQ(0, madvise(self->mem + 8 * psize, 15 * psize + 1,
 			     MADV_UPM_MERGEABLE));
-	EXPECT_EQ(16, upm("pages_advised") - advised);
-	EXPECT_EQ(16, upm("pages_stable_new") - stable);
+	EXPECT_EQ(16, upm_counter("pages_advised") - advised);
+	EXPECT_EQ(16, upm_counter("pages_stable_new") - stable);
 	for (int i = 0; i < NPAGES; i++)
 		EXPECT_EQ(i >= 8 && i < 24, is_ksm(self->mem + i * psize));
 	EXPECT_TRUE(same_as(self->mem, NPAGES, 7));
@@ -454,19 +454,19 @@ TEST_F(upm, partial_range)
 /* Never-touched pages are skipped; MADV_POPULATE_READ does not add them. */
 TEST_F(upm, absent_pages_skipped)
 {
-	long absent = upm("skipped_absent");
-	long stable = upm("pages_stable_new");
+	long absent = upm_counter("skipped_absent");
+	long stable = upm_counter("pages_stable_new");
 
 	fill(self->mem, NPAGES / 2, 8);
 	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
-	EXPECT_EQ(NPAGES / 2, upm("skipped_absent") - absent);
-	EXPECT_EQ(NPAGES / 2, upm("pages_stable_new") - stable);
+	EXPECT_EQ(NPAGES / 2, upm_counter("skipped_absent") - absent);
+	EXPECT_EQ(NPAGES / 2, upm_counter("pages_stable_new") - stable);
 }
 
 /* Bad input: a clear errno, and nothing in the range changes. */
 TEST_F(upm, errors_change_nothing)
 {
-	long calls = upm("calls");
+	long calls = upm_counter("calls");
 	char *shared;
 
 	fill(self->mem, NPAGES, 9);
@@ -493,7 +493,7 @@ TEST_F(upm, errors_change_nothing)
 	EXPECT_EQ(-1, madvise(shared, psize, MADV_UPM_MERGEABLE));
 	EXPECT_EQ(EINVAL, errno);
 
-	EXPECT_EQ(0, upm("calls") - calls);
+	EXPECT_EQ(0, upm_counter("calls") - calls);
 	for (int i = 0; i < 3 * NPAGES / 4; i++)
 		EXPECT_FALSE(is_ksm(self->mem + i * psize));
 	EXPECT_TRUE(same_as(self->mem, 3 * NPAGES / 4, 9));
@@ -514,19 +514,20 @@ TEST_F(upm, thp_range)
 	b = a + thp;
 	if (madvise(a, 2 * thp, MADV_HUGEPAGE))
 		SKIP(goto out, "no THP support");
+	/* Every 4 KiB page of a differs; b holds the same pages as a. */
 	for (size_t i = 0; i < thp; i += 4096) {
-		a[i] = (char)(i / 4096 + 1);
-		b[i] = (char)(i / 4096 + 1);
+		*(uint64_t *)(a + i) = i / 4096 + 1;
+		*(uint64_t *)(b + i) = i / 4096 + 1;
 	}
-	flags = kpageflags(pfn_of(a));
+	flags = read_kpageflags(pfn_of(a));
 	if (!(flags & (1ULL << KPF_THP)))
 		SKIP(goto out, "kernel did not back the range with a THP");
-	merged = upm("pages_merged");
+	merged = upm_counter("pages_merged");
 	ASSERT_EQ(0, madvise(a, 2 * thp, MADV_UPM_MERGEABLE));
-	EXPECT_EQ((long)n, upm("pages_merged") - merged);
+	EXPECT_EQ((long)n, upm_counter("pages_merged") - merged);
 	for (size_t i = 0; i < thp; i += 4096) {
 		EXPECT_EQ(pfn_of(a + i), pfn_of(b + i));
-		EXPECT_EQ((char)(i / 4096 + 1), b[i]);
+		EXPECT_EQ(i / 4096 + 1, *(uint64_t *)(b + i));
 	}
 out:
 	munmap(raw, 3 * thp);
@@ -555,7 +556,7 @@ TEST_F(upm, unmergeable_undoes)
 	fill(self->mem, NPAGES, 11);
 	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
 	ASSERT_EQ(NPAGES, count_shared_with_twin(self));
-	sharing = ksm("pages_sharing");
+	sharing = ksm_counter("pages_sharing");
 	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UNMERGEABLE));
 	EXPECT_EQ(0, count_shared_with_twin(self));
 	for (int i = 0; i < NPAGES; i++)
@@ -563,7 +564,7 @@ TEST_F(upm, unmergeable_undoes)
 	EXPECT_TRUE(same_as(self->mem, NPAGES, 11));
 	EXPECT_TRUE(twin_content_ok(&self->twin));
 	/* rmap_items of unmerged pages stay until ksmd or exit drops them */
-	EXPECT_GE(sharing, ksm("pages_sharing"));
+	EXPECT_GE(sharing, ksm_counter("pages_sharing"));
 }
 
 /* Advising an already merged range again changes nothing. */
@@ -574,11 +575,11 @@ TEST_F(upm, advise_twice_idempotent)
 	start_twin(_metadata, self, 12);
 	fill(self->mem, NPAGES, 12);
 	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
-	merged = upm("pages_merged");
-	stable = upm("pages_stable_new");
+	merged = upm_counter("pages_merged");
+	stable = upm_counter("pages_stable_new");
 	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
-	EXPECT_EQ(0, upm("pages_merged") - merged);
-	EXPECT_EQ(0, upm("pages_stable_new") - stable);
+	EXPECT_EQ(0, upm_counter("pages_merged") - merged);
+	EXPECT_EQ(0, upm_counter("pages_stable_new") - stable);
 	EXPECT_EQ(NPAGES, count_shared_with_twin(self));
 }
 
@@ -613,8 +614,8 @@ TEST_F(upm, ksm_run_2_unmerges)
 	EXPECT_EQ(0, count_shared_with_twin(self));
 	for (int i = 0; i < NPAGES; i++)
 		EXPECT_FALSE(is_ksm(self->mem + i * psize));
-	EXPECT_EQ(0, ksm("pages_shared"));
-	EXPECT_EQ(0, ksm("pages_sharing"));
+	EXPECT_EQ(0, ksm_counter("pages_shared"));
+	EXPECT_EQ(0, ksm_counter("pages_sharing"));
 	EXPECT_TRUE(same_as(self->mem, NPAGES, 20));
 	EXPECT_TRUE(twin_content_ok(&self->twin));
 }
@@ -622,7 +623,7 @@ TEST_F(upm, ksm_run_2_unmerges)
 /* After every sharer exits, the counters are back where they started. */
 TEST_F(upm, exit_frees_everything)
 {
-	long shared = ksm("pages_shared"), sharing = ksm("pages_sharing");
+	long shared = ksm_counter("pages_shared"), sharing = ksm_counter("pages_sharing");
 	struct twin other;
 
 	ASSERT_EQ(0, twin_start(&other, 21, true));
@@ -630,8 +631,8 @@ TEST_F(upm, exit_frees_everything)
 	ASSERT_EQ(0, twin_stop(&self->twin));
 	self->twin_running = false;
 	ASSERT_EQ(0, twin_stop(&other));
-	EXPECT_EQ(shared, ksm("pages_shared"));
-	EXPECT_EQ(sharing, ksm("pages_sharing"));
+	EXPECT_EQ(shared, ksm_counter("pages_shared"));
+	EXPECT_EQ(sharing, ksm_counter("pages_sharing"));
 }
 
 TEST_HARNESS_MAIN
