@@ -49,8 +49,8 @@ and end of each call, and KUnit tests cover the index.
 
 $(header "${series[2]}" | sed -n '/^Subject/,$p' | sed '1d')" \
 	$(hunk_files "${series[2]}") mm/upm/Kconfig $(overlay '^(mm|include)/')
-docs=$(overlay '^Documentation/')
-for p in "${series[@]:3}"; do docs="$docs $(hunk_files "$p")"; done
+add_step kpageflags-fix "$(header "${series[4]}")" $(hunk_files "${series[4]}")
+docs="$(overlay '^Documentation/') $(hunk_files "${series[3]}")"
 if [ -n "${docs// /}" ]; then
 	add_step docs "From: $from
 Subject: [PATCH] Documentation: describe UPM for users and developers
