@@ -12,7 +12,8 @@ for p in "$BUILD"/patch-out/0*.patch; do
 	case $p in *0000-cover-letter.patch) continue ;; esac
 	r=$(cd "$TREE" && perl scripts/checkpatch.pl -q --max-line-length=80 --terse \
 		--ignore FILE_PATH_CHANGES "$p" 2>&1)
-	if [ -n "$r" ]; then
+	if printf '%s\n' "$r" | grep -qE 'ERROR:|WARNING:|CHECK:' ||
+	   ! printf '%s\n' "$r" | grep -q 'total: 0 errors, 0 warnings'; then
 		echo "$(basename "$p"):"; printf '%s\n' "$r" | sed 's/^/    /'; bad=1
 	else
 		info "$(basename "$p"): 0 errors, 0 warnings"
