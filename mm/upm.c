@@ -57,8 +57,9 @@
  *    whether it is all zeroes.
  * 4. Under ksm_thread_mutex, for each page: a zero page is replaced by the
  *    shared zero page. Otherwise the index is looked up by (domain, hash);
- *    a candidate is verified with a full memcmp and the page is merged
- *    into it with try_to_merge_with_ksm_page() and stable_tree_append().
+ *    the page is merged into a candidate with try_to_merge_with_ksm_page(),
+ *    which write-protects it and compares both pages in full (memcmp),
+ *    then stable_tree_append().
  *    A page with no twin is turned into a KSM page in place (write
  *    protected), inserted into KSM's stable tree with stable_tree_insert(),
  *    and entered into the index.
@@ -271,6 +272,7 @@ struct upm_pass {
  */
 static void upm_collect_page(struct upm_pass *p, struct vm_area_struct *vma)
 {
+	enum upm_counter skip = UPM_NR_COUNTERS;
 	bool split_tried = false;
 	struct folio_walk fw;
 	struct folio *folio;
@@ -282,24 +284,20 @@ again:
 		p->count[UPM_SKIP_ABSENT]++;
 		return;
 	}
-	if (folio_is_zone_device(folio) || !folio_test_anon(folio)) {
-		folio_walk_end(&fw, vma);
-		p->count[UPM_SKIP_ABSENT]++;
-		return;
-	}
-	if (folio_test_ksm(folio)) {
-		folio_walk_end(&fw, vma);
-		p->count[UPM_SKIP_KSM]++;
-		return;
-	}
-	if (folio_maybe_dma_pinned(folio)) {
-		folio_walk_end(&fw, vma);
-		p->count[UPM_SKIP_PINNED]++;
-		return;
-	}
+	if (folio_is_zone_device(folio) || !folio_test_anon(folio))
+		skip = UPM_SKIP_ABSENT;
+	else if (folio_test_ksm(folio))
+		skip = UPM_SKIP_KSM;
+	else if (folio_maybe_dma_pinned(folio))
+		skip = UPM_SKIP_PINNED;
+	else
+		folio_get(folio);
 	page = fw.page;
-	folio_get(folio);
 	folio_walk_end(&fw, vma);
+	if (skip != UPM_NR_COUNTERS) {
+		p->count[skip]++;
+		return;
+	}
 
 	if (folio_test_large(folio)) {
 		/* KSM shares small pages only: split, as ksmd would. */
@@ -466,17 +464,23 @@ static bool upm_merge_with_twin(struct upm_pass *p, struct upm_page *up,
 			folio_put(kfolio);
 			continue;
 		}
-		if (!pages_identical(up->page, kpage)) {
+		/*
+		 * try_to_merge_one_page() compares the pages in full once ours
+		 * is write-protected; only a refused merge needs a second look,
+		 * to tell a hash collision from a busy page.
+		 */
+		err = try_to_merge_with_ksm_page(rmap_item, up->page, kpage);
+		if (err && !pages_identical(up->page, kpage)) {
 			p->count[UPM_HASH_COLLISIONS]++;
 			folio_put(kfolio);
 			continue;
 		}
-		err = try_to_merge_with_ksm_page(rmap_item, up->page, kpage);
 		if (!err) {
 			/* Our reference keeps stable_node on this folio. */
 			folio_lock(kfolio);
 			stable_tree_append(rmap_item, stable_node, false);
 			folio_unlock(kfolio);
+			p->mm->upm_merged_pages++;
 		}
 		folio_put(kfolio);
 		p->count[err ? UPM_SKIP_BUSY : UPM_PAGES_MERGED]++;
@@ -523,6 +527,7 @@ static void upm_publish(struct upm_pass *p, struct upm_page *up,
 		return;
 	}
 	p->count[UPM_PAGES_STABLE_NEW]++;
+	p->mm->upm_stable_pages++;
 }
 
 static void upm_merge_page(struct upm_pass *p, struct upm_page *up)

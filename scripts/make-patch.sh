@@ -10,7 +10,7 @@ rm -rf "$out"; mkdir -p "$out"
 from="UPM developers <upm-devel@lists.example.org>"
 src=$(cat "$PRISTINE/.upm-source")
 
-hunk_files() { sed -n 's|^+++ b/\([^[:space:]]*\).*|\1|p' "$TOP/patches/$1"; }
+hunk_files() { "$TOP"/scripts/patch-files.sh "$1"; }
 overlay() { "$TOP"/scripts/overlay-files.sh | grep -E "$1" || true; }
 header() { awk '/^---$/ {exit} {print}' "$TOP/patches/$1"; }
 
@@ -45,10 +45,12 @@ KSM stable pages keyed by content hash and merge domain, verified with
 memcmp and merged with KSM's own functions; a page with no twin becomes a
 KSM stable page and enters the index. Merged pages are KSM pages in every
 respect. Counters are in /sys/kernel/mm/upm/, tracepoints mark the start
-and end of each call, and KUnit tests cover the index.
+and end of each call, /proc/<pid>/ksm_stat shows what UPM did for a
+process, and KUnit tests cover the index.
 
 $(header "${series[2]}" | sed -n '/^Subject/,$p' | sed '1d')" \
-	$(hunk_files "${series[2]}") mm/upm/Kconfig $(overlay '^(mm|include)/')
+	$(hunk_files "${series[2]}") $(hunk_files "${series[5]}") \
+	mm/upm/Kconfig $(overlay '^(mm|include)/')
 add_step kpageflags-fix "$(header "${series[4]}")" $(hunk_files "${series[4]}")
 docs="$(overlay '^Documentation/') $(hunk_files "${series[3]}")"
 if [ -n "${docs// /}" ]; then

@@ -22,7 +22,7 @@ edited_in_tree() {
 while read -r p; do
 	case "$p" in ''|'#'*) continue ;; esac
 	f=$TOP/patches/$p
-	files=$(sed -n 's|^+++ b/\([^[:space:]]*\).*|\1|p' "$f")
+	files=$("$TOP"/scripts/patch-files.sh "$p")
 	[ "${PATCH:-}" = "$p" ] && files="$files ${ADD:-}"
 	files=$(printf '%s\n' $files | sort -u)
 	hdr=$(awk '/^---$/ {exit} {print}' "$f")
