@@ -11,6 +11,8 @@ flavour=${1:-debug}
 obj=$(objdir "$flavour")
 frags=("$TOP/configs/base.config" "$TOP/configs/$flavour.config")
 export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/upm-ccache}
+# Hash paths relative to build/, so that every clone shares the cache.
+export CCACHE_BASEDIR=$BUILD CCACHE_NOHASHDIR=1
 export KBUILD_BUILD_TIMESTAMP='2024-11-17' KBUILD_BUILD_USER=upm \
 	KBUILD_BUILD_HOST=upm
 mkdir -p "$obj" "$CCACHE_DIR"
