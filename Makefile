@@ -3,7 +3,7 @@
 
 SHELL := /bin/bash
 FLAVOUR ?= debug
-export FLAVOUR KSRC MEM CPUS TIMEOUT ACCEL NUMA APPEND
+export FLAVOUR KSRC MEM CPUS TIMEOUT ACCEL NUMA APPEND CMD
 BUILD := $(CURDIR)/build
 S := $(CURDIR)/scripts
 
@@ -44,7 +44,7 @@ selftests: headers
 	@$(S)/build-selftests.sh
 
 vm: kernel
-	@$(S)/vm.sh "$(CMD)"
+	@$(S)/vm.sh "$$CMD"
 
 shell: kernel
 	@$(S)/vm.sh --interactive
