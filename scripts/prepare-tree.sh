@@ -65,7 +65,7 @@ while read -r p; do
 	case "$p" in ''|'#'*) continue ;; esac
 	if ! out=$(patch -d "$stage" -p1 -F0 -N --no-backup-if-mismatch \
 			-r - < "$TOP/patches/$p" 2>&1); then
-		printf '%s\n' "$out" | grep -E 'FAILED|can.t find|Reversed|malformed' >&2 || printf '%s\n' "$out" >&2
+		printf '%s\n' "$out" | grep -E 'patching file|FAILED|can.t find|Reversed|malformed' >&2 || printf '%s\n' "$out" >&2
 		die "patch $p does not apply to $(cat "$PRISTINE/.upm-source") (see the hunk above); fix it in build/linux and run 'make refresh'"
 	fi
 	info "applied $p"
