@@ -14,8 +14,10 @@
 #include <linux/memremap.h>
 #include <linux/mm.h>
 #include <linux/mm_inline.h>
+#include <linux/memcontrol.h>
 #include <linux/mmap_lock.h>
 #include <linux/pagewalk.h>
+#include <linux/prctl.h>
 #include <linux/rmap.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
@@ -23,6 +25,7 @@
 #include <linux/sysfs.h>
 #include <linux/upm.h>
 #include <linux/user_namespace.h>
+#include <linux/workqueue.h>
 #include <linux/xxhash.h>
 
 #include "internal.h"
@@ -60,9 +63,11 @@
  *    the page is merged into a candidate with try_to_merge_with_ksm_page(),
  *    which write-protects it and compares both pages in full (memcmp),
  *    then stable_tree_append().
- *    A page with no twin is turned into a KSM page in place (write
- *    protected), inserted into KSM's stable tree with stable_tree_insert(),
- *    and entered into the index.
+ *    A page with no twin becomes a KSM page and is entered into the
+ *    index: with safe frames (the default), its content is first copied
+ *    into a freshly allocated frame that replaces it, so that no adviser
+ *    chooses the physical frame others will share; otherwise the page
+ *    itself is write-protected and becomes the KSM page.
  *
  * The index is a hash table of &struct upm_entry, each pointing at one KSM
  * stable node (never a chain head). It is keyed by the content hash and a
@@ -72,6 +77,18 @@
  * node goes away (its page was freed, unmerged, migrated away, or memory
  * was offlined). Stable nodes do not pin their page, so every hit is
  * revalidated with ksm_get_folio() before use.
+ *
+ * Merge domains. Copy-on-write makes a write to a shared page slow, so
+ * whoever can merge a page with yours learns that you hold its content.
+ * By default (merge_policy "domain") a page only meets pages of the same
+ * domain: the explicit domain of its mm (PR_SET_UPM_DOMAIN; joining one
+ * needs CAP_SYS_ADMIN; fork and exec keep it), or else the owner's user
+ * namespace and effective uid, that is, processes that could already read
+ * each other's memory. The stable nodes of such pages are kept off KSM's
+ * stable tree (stable_node_off_tree()) and ksmd leaves the mms that used
+ * UPM alone (upm_ksmd_skips()), so neither ksmd nor KSM's tree statistics
+ * connect two domains. merge_policy "global" merges everything, as ksmd
+ * does, and puts the nodes in the stable tree.
  *
  * Why the first adviser's page is write-protected at once rather than kept
  * as a writable candidate: once entered, the page is a KSM page, so a later
@@ -86,6 +103,12 @@
  * advisers are never starved, and cond_resched() runs between batches.
  * UPM only ever inserts into an mm's rmap_item list, never frees from it:
  * ksmd's scan cursor may point into that list while the mutex is dropped.
+ *
+ * Stable nodes do not learn when their page is freed; KSM finds stale ones
+ * when it next looks at them. Nothing walks the nodes kept off the tree, so
+ * after an mm that used UPM exits or unmerges a range, a work item looks at
+ * every index entry (upm_prune_workfn()), which frees the stale nodes and
+ * their entries.
  */
 
 /* Pages handled per batch: hashed unlocked, then merged under the mutex */
@@ -131,6 +154,20 @@ static bool upm_ready __read_mostly;
 /* xxhash of a zero-filled page: a cheap first test for zero pages */
 static u64 upm_zero_hash __read_mostly;
 
+/* /sys/kernel/mm/upm/merge_policy; changed under ksm_thread_mutex only */
+enum upm_policy {
+	UPM_POLICY_DOMAIN,	/* merge within a domain; the default */
+	UPM_POLICY_GLOBAL,	/* merge everything, as ksmd does */
+};
+static const char * const upm_policy_names[] = {
+	[UPM_POLICY_DOMAIN] = "domain",
+	[UPM_POLICY_GLOBAL] = "global",
+};
+static enum upm_policy upm_merge_policy __read_mostly = UPM_POLICY_DOMAIN;
+
+/* /sys/kernel/mm/upm/safe_frames: share copies, never an adviser's frame */
+static bool upm_safe_frames __read_mostly = true;
+
 /* Counters exported in /sys/kernel/mm/upm/, in that order */
 enum upm_counter {
 	UPM_CALLS,
@@ -138,6 +175,7 @@ enum upm_counter {
 	UPM_PAGES_MERGED,
 	UPM_PAGES_STABLE_NEW,
 	UPM_PAGES_ZERO,
+	UPM_PAGES_COPIED,
 	UPM_SKIP_ABSENT,
 	UPM_SKIP_KSM,
 	UPM_SKIP_PINNED,
@@ -213,16 +251,29 @@ static bool upm_entry_matches(struct upm_entry *e, u64 hash, u64 domain)
 				  upm_index_bucket(idx, hash, domain), node)
 
 /*
- * The merge domain of the caller: only processes that could already read
- * each other's memory (same user namespace, same effective uid) share
- * frames, so no tenant learns through copy-on-write timing what another
- * tenant's memory holds.
+ * The merge domain of @mm's pages, advised by or on behalf of @owner, as a
+ * 64-bit key: 0 under the global policy; the explicit domain id (below
+ * 2^31) if the mm has one; else the owner's user namespace (its inode
+ * number is never 0, so the key is at least 2^32) and effective uid.
+ * Should be called under ksm_thread_mutex, which orders it against
+ * changes of the policy.
  */
-static u64 upm_current_domain(void)
+static u64 upm_domain_of(struct mm_struct *mm, struct task_struct *owner)
 {
-	const struct cred *cred = current_cred();
+	const struct cred *cred;
+	unsigned int id;
+	u64 domain;
 
-	return ((u64)cred->user_ns->ns.inum << 32) | __kuid_val(cred->euid);
+	if (upm_merge_policy == UPM_POLICY_GLOBAL)
+		return 0;
+	id = READ_ONCE(mm->upm_domain);
+	if (id)
+		return id;
+	rcu_read_lock();
+	cred = __task_cred(owner);
+	domain = ((u64)cred->user_ns->ns.inum << 32) | __kuid_val(cred->euid);
+	rcu_read_unlock();
+	return domain;
 }
 
 /**
@@ -242,7 +293,9 @@ struct upm_page {
 /**
  * struct upm_pass - state of one MADV_UPM_MERGEABLE call
  * @mm:		the address space being advised
- * @domain:	merge domain of the caller
+ * @owner:	the task whose pages these are (the caller, or the target
+ *		of process_madvise()), for its merge domain
+ * @domain:	merge domain of the pages, looked up for each batch
  * @addr:	next address to look at
  * @end:	end of the advised range
  * @slot:	the mm's KSM slot; valid under ksm_thread_mutex only
@@ -255,6 +308,7 @@ struct upm_page {
  */
 struct upm_pass {
 	struct mm_struct *mm;
+	struct task_struct *owner;
 	u64 domain;
 	unsigned long addr;
 	unsigned long end;
@@ -489,26 +543,79 @@ static bool upm_merge_with_twin(struct upm_pass *p, struct upm_page *up,
 	return false;
 }
 
-/* Turn the page into a KSM stable page and enter it into the index. */
+/*
+ * A fresh frame holding a copy of @page, ready to replace it as a KSM page
+ * (try_to_merge_one_page() compares both once @page is write-protected, so
+ * a write racing with the copy only makes that merge fail). It is charged
+ * to the adviser's memory cgroup, as the page it replaces was.
+ */
+static struct folio *upm_alloc_frame(struct upm_pass *p, struct page *page)
+{
+	struct folio *folio;
+
+	folio = __folio_alloc_node(GFP_HIGHUSER_MOVABLE | __GFP_NOWARN, 0,
+				   page_to_nid(page));
+	if (!folio)
+		return NULL;
+	if (mem_cgroup_charge(folio, p->mm, GFP_KERNEL)) {
+		folio_put(folio);
+		return NULL;
+	}
+	copy_highpage(folio_page(folio, 0), page);
+	__folio_mark_uptodate(folio);
+	__folio_set_swapbacked(folio);
+	folio_set_dirty(folio);
+	/* A KSM page with no stable node yet, as try_to_merge_one_page() */
+	folio_set_stable_node(folio, NULL);
+	/* On the LRU before it is mapped, as a newly faulted page is */
+	folio_add_lru(folio);
+	return folio;
+}
+
+/*
+ * Make the page a KSM page (with safe frames, a copy replaces it) and
+ * enter it into the index.
+ */
 static void upm_publish(struct upm_pass *p, struct upm_page *up,
 			struct ksm_rmap_item *rmap_item)
 {
 	struct ksm_stable_node *stable_node;
+	bool copy = READ_ONCE(upm_safe_frames);
+	struct folio *kfolio;
 	struct upm_entry *e;
+	int err;
 
 	e = kmem_cache_alloc(upm_entry_cache, GFP_KERNEL | __GFP_NOWARN);
 	if (!e) {
 		p->count[UPM_SKIP_NOMEM]++;
 		return;
 	}
-	if (try_to_merge_with_ksm_page(rmap_item, up->page, NULL)) {
+	if (copy) {
+		kfolio = upm_alloc_frame(p, up->page);
+		if (!kfolio) {
+			kmem_cache_free(upm_entry_cache, e);
+			p->count[UPM_SKIP_NOMEM]++;
+			return;
+		}
+		err = try_to_merge_with_ksm_page(rmap_item, up->page,
+						 folio_page(kfolio, 0));
+	} else {
+		err = try_to_merge_with_ksm_page(rmap_item, up->page, NULL);
+		kfolio = page_folio(up->page);
+		folio_get(kfolio);
+	}
+	if (err) {
+		folio_put(kfolio);
 		kmem_cache_free(upm_entry_cache, e);
 		p->count[UPM_SKIP_BUSY]++;
 		return;
 	}
 
-	lock_page(up->page);
-	stable_node = stable_tree_insert(page_folio(up->page));
+	folio_lock(kfolio);
+	if (p->domain)
+		stable_node = stable_node_off_tree(kfolio);
+	else
+		stable_node = stable_tree_insert(kfolio);
 	if (stable_node) {
 		stable_tree_append(rmap_item, stable_node, false);
 		e->hash = up->hash;
@@ -517,7 +624,8 @@ static void upm_publish(struct upm_pass *p, struct upm_page *up,
 		stable_node->upm_entry = e;
 		upm_index_add(&upm_index, e);
 	}
-	unlock_page(up->page);
+	folio_unlock(kfolio);
+	folio_put(kfolio);
 
 	if (!stable_node) {
 		/* Undo the write protection, as cmp_and_merge_page() does. */
@@ -526,6 +634,8 @@ static void upm_publish(struct upm_pass *p, struct upm_page *up,
 		p->count[UPM_SKIP_NOMEM]++;
 		return;
 	}
+	if (copy)
+		p->count[UPM_PAGES_COPIED]++;
 	p->count[UPM_PAGES_STABLE_NEW]++;
 	p->mm->upm_stable_pages++;
 }
@@ -563,6 +673,7 @@ static void upm_merge_batch(struct upm_pass *p)
 		p->count[UPM_SKIP_DISABLED] += p->nr;
 		goto out;
 	}
+	p->domain = upm_domain_of(p->mm, p->owner);
 	for (i = 0; i < p->nr; i++)
 		upm_merge_page(p, &p->batch[i]);
 out:
@@ -601,12 +712,17 @@ int upm_check_range(struct mm_struct *mm, unsigned long start,
 	}
 	if (covered < end)
 		err = -ENOMEM;
+	/* From now on ksmd leaves this mm to UPM (see upm_ksmd_skips()) */
+	if (!err)
+		WRITE_ONCE(mm->upm_advised, true);
 	return err;
 }
 
 /**
  * upm_merge_range() - merge the identical pages of an advised range now
  * @mm:		address space, already registered with KSM by madvise
+ * @owner:	the task whose pages are advised: the caller of madvise(),
+ *		or the target of process_madvise()
  * @start:	page-aligned start of the range
  * @end:	page-aligned end of the range
  *
@@ -616,8 +732,8 @@ int upm_check_range(struct mm_struct *mm, unsigned long start,
  * Return: 0, or -EINTR if a fatal signal stopped the pass (pages merged so
  * far stay merged), or -EAGAIN if the pass could not start.
  */
-int upm_merge_range(struct mm_struct *mm, unsigned long start,
-		    unsigned long end)
+int upm_merge_range(struct mm_struct *mm, struct task_struct *owner,
+		    unsigned long start, unsigned long end)
 {
 	u64 t0 = ktime_get_ns();
 	struct upm_pass *p;
@@ -629,7 +745,7 @@ int upm_merge_range(struct mm_struct *mm, unsigned long start,
 	if (!p)
 		return -EAGAIN;
 	p->mm = mm;
-	p->domain = upm_current_domain();
+	p->owner = owner;
 	p->addr = start;
 	p->end = end;
 	trace_upm_advise_start(mm, start, end);
@@ -652,6 +768,8 @@ int upm_merge_range(struct mm_struct *mm, unsigned long start,
 			upm_merge_batch(p);
 		for (i = 0; i < p->nr; i++)
 			put_page(p->batch[i].page);
+		/* Put the batch's new frames on the LRU for reclaim */
+		lru_add_drain();
 		cond_resched();
 	}
 
@@ -668,6 +786,121 @@ int upm_merge_range(struct mm_struct *mm, unsigned long start,
 			     p->count[UPM_PAGES_ZERO], skipped, err);
 	kfree(p);
 	return err;
+}
+
+/*
+ * Look at every index entry: ksm_get_folio() frees a stale stable node, and
+ * free_stable_node() its entry. Called with ksm_thread_mutex held, which is
+ * dropped now and then so that advisers and ksmd are not held up.
+ */
+static void upm_prune_index(void)
+{
+	unsigned long b, nr_buckets = 1UL << upm_index.bits;
+	struct hlist_node *tmp;
+	struct upm_entry *e;
+
+	lockdep_assert_held(&ksm_thread_mutex);
+	for (b = 0; b < nr_buckets; b++) {
+		hlist_for_each_entry_safe(e, tmp, &upm_index.buckets[b], node) {
+			struct folio *folio;
+
+			folio = ksm_get_folio(e->stable_node,
+					      KSM_GET_FOLIO_NOLOCK);
+			if (folio)
+				folio_put(folio);
+		}
+		if (need_resched()) {
+			mutex_unlock(&ksm_thread_mutex);
+			cond_resched();
+			mutex_lock(&ksm_thread_mutex);
+			wait_while_offlining();
+		}
+	}
+}
+
+static void upm_prune_workfn(struct work_struct *work)
+{
+	/* A freed page may still be held by a per-CPU LRU batch */
+	lru_add_drain_all();
+	mutex_lock(&ksm_thread_mutex);
+	wait_while_offlining();
+	upm_prune_index();
+	mutex_unlock(&ksm_thread_mutex);
+}
+
+static DECLARE_DELAYED_WORK(upm_prune_work, upm_prune_workfn);
+
+/* Time for an exiting mm's pages to be freed before the index is pruned */
+#define UPM_PRUNE_DELAY		(HZ / 2)
+
+/**
+ * upm_unmerged() - MADV_UNMERGEABLE broke the sharing of a range
+ * @mm:	the mm
+ *
+ * Pages this mm alone held are freed now; drop their index entries soon.
+ */
+void upm_unmerged(struct mm_struct *mm)
+{
+	if (READ_ONCE(mm->upm_advised))
+		mod_delayed_work(system_unbound_wq, &upm_prune_work,
+				 UPM_PRUNE_DELAY);
+}
+
+/**
+ * upm_ksmd_skips() - should ksmd leave this mm's pages alone?
+ * @mm:	an mm that ksmd is scanning
+ *
+ * Under the domain policy, pages of an mm that used MADV_UPM_MERGEABLE
+ * (or was forked from one) merge through UPM only: ksmd knows no domains.
+ * Called by ksmd under ksm_thread_mutex.
+ *
+ * Return: true if ksmd must not merge @mm's pages.
+ */
+bool upm_ksmd_skips(struct mm_struct *mm)
+{
+	return READ_ONCE(mm->upm_advised) &&
+	       upm_merge_policy == UPM_POLICY_DOMAIN;
+}
+
+/**
+ * upm_prctl() - PR_SET_UPM_DOMAIN and PR_GET_UPM_DOMAIN
+ * @option:	the prctl option
+ * @arg2:	for PR_SET_UPM_DOMAIN, the domain id: 1 to INT_MAX joins that
+ *		domain (needs CAP_SYS_ADMIN), 0 returns to the default domain
+ * @arg3:	must be 0
+ * @arg4:	must be 0
+ * @arg5:	must be 0
+ *
+ * The domain belongs to the calling process's address space: its threads
+ * share it, and fork and exec keep it. Pages already merged stay merged.
+ *
+ * Return: for PR_GET_UPM_DOMAIN the domain id (0 if none); for
+ * PR_SET_UPM_DOMAIN 0; -EINVAL for bad arguments or a kernel thread,
+ * -EPERM for joining a domain without CAP_SYS_ADMIN.
+ */
+int upm_prctl(int option, unsigned long arg2, unsigned long arg3,
+	      unsigned long arg4, unsigned long arg5)
+{
+	struct mm_struct *mm = current->mm;
+
+	if (arg3 || arg4 || arg5 || !mm)
+		return -EINVAL;
+	switch (option) {
+	case PR_GET_UPM_DOMAIN:
+		if (arg2)
+			return -EINVAL;
+		return READ_ONCE(mm->upm_domain);
+	case PR_SET_UPM_DOMAIN:
+		if (arg2 > INT_MAX)
+			return -EINVAL;
+		/* Leaving a domain for the default one is always allowed */
+		if (arg2 && arg2 != READ_ONCE(mm->upm_domain) &&
+		    !capable(CAP_SYS_ADMIN))
+			return -EPERM;
+		WRITE_ONCE(mm->upm_domain, arg2);
+		return 0;
+	}
+	return -EINVAL;
 }
 
 /**
@@ -702,6 +935,9 @@ void upm_ksm_exit(struct mm_struct *mm)
 {
 	struct mm_slot *slot;
 
+	if (mm->upm_advised)
+		mod_delayed_work(system_unbound_wq, &upm_prune_work,
+				 UPM_PRUNE_DELAY);
 	if (!mm->ksm_rmap_items || (READ_ONCE(ksm_run) & KSM_RUN_MERGE))
 		return;
 
@@ -752,6 +988,7 @@ UPM_COUNTER_ATTR(pages_advised, UPM_PAGES_ADVISED);
 UPM_COUNTER_ATTR(pages_merged, UPM_PAGES_MERGED);
 UPM_COUNTER_ATTR(pages_stable_new, UPM_PAGES_STABLE_NEW);
 UPM_COUNTER_ATTR(pages_zero, UPM_PAGES_ZERO);
+UPM_COUNTER_ATTR(pages_copied, UPM_PAGES_COPIED);
 UPM_COUNTER_ATTR(skipped_absent, UPM_SKIP_ABSENT);
 UPM_COUNTER_ATTR(skipped_ksm, UPM_SKIP_KSM);
 UPM_COUNTER_ATTR(skipped_pinned, UPM_SKIP_PINNED);
@@ -776,12 +1013,136 @@ static ssize_t index_buckets_show(struct kobject *kobj,
 }
 static struct kobj_attribute index_buckets_attr = __ATTR_RO(index_buckets);
 
+static ssize_t merge_policy_show(struct kobject *kobj,
+				 struct kobj_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%s\n",
+			  upm_policy_names[READ_ONCE(upm_merge_policy)]);
+}
+
+/* Only with an empty index: entries never mix the two policies. */
+static ssize_t merge_policy_store(struct kobject *kobj,
+				  struct kobj_attribute *attr,
+				  const char *buf, size_t count)
+{
+	int policy = sysfs_match_string(upm_policy_names, buf);
+	ssize_t err = count;
+
+	if (policy < 0)
+		return -EINVAL;
+	lru_add_drain_all();
+	mutex_lock(&ksm_thread_mutex);
+	wait_while_offlining();
+	if (policy != upm_merge_policy) {
+		upm_prune_index();
+		if (upm_index.nr_entries)
+			err = -EBUSY;
+		else
+			WRITE_ONCE(upm_merge_policy, policy);
+	}
+	mutex_unlock(&ksm_thread_mutex);
+	return err;
+}
+static struct kobj_attribute merge_policy_attr = __ATTR_RW(merge_policy);
+
+static ssize_t safe_frames_show(struct kobject *kobj,
+				struct kobj_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%d\n", READ_ONCE(upm_safe_frames));
+}
+
+static ssize_t safe_frames_store(struct kobject *kobj,
+				 struct kobj_attribute *attr,
+				 const char *buf, size_t count)
+{
+	bool on;
+
+	if (kstrtobool(buf, &on))
+		return -EINVAL;
+	WRITE_ONCE(upm_safe_frames, on);
+	return count;
+}
+static struct kobj_attribute safe_frames_attr = __ATTR_RW(safe_frames);
+
+/* Per-domain totals of the index, for the "domains" file */
+struct upm_domain_stat {
+	u64 domain;
+	unsigned long entries;
+	unsigned long mappings;
+};
+
+#define UPM_DOMAINS_SHOWN	64
+
+static void upm_domain_stat_add(struct upm_domain_stat *st,
+				unsigned int *nr, struct upm_entry *e)
+{
+	unsigned int i;
+
+	for (i = 0; i < *nr && st[i].domain != e->domain; i++)
+		;
+	if (i == UPM_DOMAINS_SHOWN)
+		return;	/* shown as "more" */
+	if (i == *nr) {
+		st[i].domain = e->domain;
+		(*nr)++;
+	}
+	st[i].entries++;
+	st[i].mappings += e->stable_node->rmap_hlist_len;
+}
+
+/*
+ * One line per domain with entries in the index: the domain, its entries
+ * and the mappings of their pages. Readable by root only (mode 0400): it
+ * tells which users and domains share what amount of memory.
+ */
+static ssize_t domains_show(struct kobject *kobj,
+			    struct kobj_attribute *attr, char *buf)
+{
+	unsigned long b, nr_buckets = 1UL << upm_index.bits;
+	struct upm_domain_stat *st;
+	unsigned int i, nr = 0;
+	struct upm_entry *e;
+	int len = 0;
+
+	st = kcalloc(UPM_DOMAINS_SHOWN, sizeof(*st), GFP_KERNEL);
+	if (!st)
+		return -ENOMEM;
+	mutex_lock(&ksm_thread_mutex);
+	for (b = 0; b < nr_buckets; b++) {
+		hlist_for_each_entry(e, &upm_index.buckets[b], node)
+			upm_domain_stat_add(st, &nr, e);
+		cond_resched();
+	}
+	mutex_unlock(&ksm_thread_mutex);
+
+	len += sysfs_emit_at(buf, len, "# domain entries mappings\n");
+	for (i = 0; i < nr; i++) {
+		u64 d = st[i].domain;
+
+		if (!d)
+			len += sysfs_emit_at(buf, len, "global");
+		else if (d >> 32)
+			len += sysfs_emit_at(buf, len, "userns=%llu,euid=%llu",
+					     d >> 32, d & U32_MAX);
+		else
+			len += sysfs_emit_at(buf, len, "id=%llu", d);
+		len += sysfs_emit_at(buf, len, " %lu %lu\n", st[i].entries,
+				     st[i].mappings);
+	}
+	if (nr == UPM_DOMAINS_SHOWN)
+		len += sysfs_emit_at(buf, len, "# more domains not shown\n");
+	kfree(st);
+	return len;
+}
+static struct kobj_attribute domains_attr = __ATTR_RO_MODE(domains, 0400);
+
 static struct attribute *upm_attrs[] = {
 	&upm_attr_calls.attr.attr,
 	&upm_attr_pages_advised.attr.attr,
 	&upm_attr_pages_merged.attr.attr,
 	&upm_attr_pages_stable_new.attr.attr,
 	&upm_attr_pages_zero.attr.attr,
+	&upm_attr_pages_copied.attr.attr,
 	&upm_attr_skipped_absent.attr.attr,
 	&upm_attr_skipped_ksm.attr.attr,
 	&upm_attr_skipped_pinned.attr.attr,
@@ -793,6 +1154,9 @@ static struct attribute *upm_attrs[] = {
 	&upm_attr_time_ns.attr.attr,
 	&index_entries_attr.attr,
 	&index_buckets_attr.attr,
+	&merge_policy_attr.attr,
+	&safe_frames_attr.attr,
+	&domains_attr.attr,
 	NULL,
 };
 

@@ -7,17 +7,23 @@
 #define _LINUX_UPM_H
 
 #include <linux/errno.h>
+#include <linux/types.h>
 
 struct mm_struct;
+struct task_struct;
 struct ksm_stable_node;
 
 #ifdef CONFIG_UPM
 int upm_check_range(struct mm_struct *mm, unsigned long start,
 		    unsigned long end);
-int upm_merge_range(struct mm_struct *mm, unsigned long start,
-		    unsigned long end);
+int upm_merge_range(struct mm_struct *mm, struct task_struct *owner,
+		    unsigned long start, unsigned long end);
 void upm_stable_node_freed(struct ksm_stable_node *stable_node);
 void upm_ksm_exit(struct mm_struct *mm);
+void upm_unmerged(struct mm_struct *mm);
+bool upm_ksmd_skips(struct mm_struct *mm);
+int upm_prctl(int option, unsigned long arg2, unsigned long arg3,
+	      unsigned long arg4, unsigned long arg5);
 #else
 static inline int upm_check_range(struct mm_struct *mm, unsigned long start,
 				  unsigned long end)
@@ -25,8 +31,9 @@ static inline int upm_check_range(struct mm_struct *mm, unsigned long start,
 	return -EINVAL;
 }
 
-static inline int upm_merge_range(struct mm_struct *mm, unsigned long start,
-				  unsigned long end)
+static inline int upm_merge_range(struct mm_struct *mm,
+				  struct task_struct *owner,
+				  unsigned long start, unsigned long end)
 {
 	return -EINVAL;
 }
@@ -37,6 +44,22 @@ static inline void upm_stable_node_freed(struct ksm_stable_node *stable_node)
 
 static inline void upm_ksm_exit(struct mm_struct *mm)
 {
+}
+
+static inline void upm_unmerged(struct mm_struct *mm)
+{
+}
+
+static inline bool upm_ksmd_skips(struct mm_struct *mm)
+{
+	return false;
+}
+
+static inline int upm_prctl(int option, unsigned long arg2,
+			    unsigned long arg3, unsigned long arg4,
+			    unsigned long arg5)
+{
+	return -EINVAL;
 }
 #endif /* CONFIG_UPM */
 

@@ -159,12 +159,45 @@ static void upm_hash_test_zero(struct kunit *test)
 	__free_page(page);
 }
 
+/*
+ * Domain keys: 0 under the global policy, the explicit id if the mm has
+ * one, else user namespace and euid, which never equals an explicit id.
+ */
+static void upm_domain_test_keys(struct kunit *test)
+{
+	struct mm_struct *mm = kunit_kzalloc(test, sizeof(*mm), GFP_KERNEL);
+	const struct cred *cred = current_cred();
+	enum upm_policy saved;
+	u64 key;
+
+	KUNIT_ASSERT_NOT_NULL(test, mm);
+	mutex_lock(&ksm_thread_mutex);
+	saved = upm_merge_policy;
+
+	upm_merge_policy = UPM_POLICY_DOMAIN;
+	key = upm_domain_of(mm, current);
+	KUNIT_EXPECT_EQ(test, key, ((u64)cred->user_ns->ns.inum << 32) |
+				   __kuid_val(cred->euid));
+	KUNIT_EXPECT_GT(test, key, (u64)U32_MAX);
+	mm->upm_domain = INT_MAX;
+	KUNIT_EXPECT_EQ(test, upm_domain_of(mm, current), (u64)INT_MAX);
+
+	upm_merge_policy = UPM_POLICY_GLOBAL;
+	KUNIT_EXPECT_EQ(test, upm_domain_of(mm, current), 0ULL);
+	mm->upm_domain = 0;
+	KUNIT_EXPECT_EQ(test, upm_domain_of(mm, current), 0ULL);
+
+	upm_merge_policy = saved;
+	mutex_unlock(&ksm_thread_mutex);
+}
+
 static struct kunit_case upm_index_test_cases[] = {
 	KUNIT_CASE(upm_index_test_insert_lookup),
 	KUNIT_CASE(upm_index_test_domains),
 	KUNIT_CASE(upm_index_test_collisions),
 	KUNIT_CASE(upm_index_test_remove),
 	KUNIT_CASE(upm_hash_test_zero),
+	KUNIT_CASE(upm_domain_test_keys),
 	{},
 };
 

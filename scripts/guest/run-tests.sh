@@ -66,6 +66,7 @@ else
 fi
 
 cd "$st/upm" && run_tap upm_tests ./upm_tests
+run_tap upm_domain_tests ./upm_domain_tests
 
 cd "$st/mm" || exit 1
 run_tap ksm_functional_tests ./ksm_functional_tests

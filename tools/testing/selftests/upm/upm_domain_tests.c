@@ -1,0 +1,871 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Tenant isolation for MADV_UPM_MERGEABLE: merge domains (PR_SET_UPM_DOMAIN
+ * and the default (user namespace, euid) domain), the merge_policy switch,
+ * safe frames, remote advice with process_madvise(), ksmd staying out of
+ * the domains, and a first-write timing test. Sharing is proven by the
+ * PFNs other processes map (/proc/<pid>/pagemap) and KPF_KSM. Needs root:
+ * each tenant is a child that drops to its own uid.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../kselftest_harness.h"
+
+#ifndef MADV_UPM_MERGEABLE
+#define MADV_UPM_MERGEABLE 120
+#endif
+#ifndef PR_SET_UPM_DOMAIN
+#define PR_SET_UPM_DOMAIN 0x55504d53
+#define PR_GET_UPM_DOMAIN 0x55504d47
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_process_madvise
+#define SYS_process_madvise 440
+#endif
+
+#define NPAGES		64
+#define KPF_KSM		21
+#define PM_PRESENT	(1ULL << 63)
+#define PM_PFN_MASK	((1ULL << 55) - 1)
+#define UID_A		1001
+#define UID_B		1002
+
+static size_t psize;
+
+static long read_long(const char *path)
+{
+	char buf[64] = "";
+	long v = -1;
+	int fd = open(path, O_RDONLY);
+
+	if (fd < 0)
+		return -1;
+	if (read(fd, buf, sizeof(buf) - 1) > 0)
+		v = strtol(buf, NULL, 10);
+	close(fd);
+	return v;
+}
+
+static int read_text(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, len - 1);
+
+	buf[n > 0 ? n : 0] = '\0';
+	if (fd >= 0)
+		close(fd);
+	return n < 0 ? -1 : 0;
+}
+
+static int write_text(const char *path, const char *s)
+{
+	int fd = open(path, O_WRONLY);
+	int ret;
+
+	if (fd < 0)
+		return -1;
+	ret = write(fd, s, strlen(s)) == (ssize_t)strlen(s) ? 0 : -1;
+	close(fd);
+	return ret;
+}
+
+static long upm_counter(const char *name)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "/sys/kernel/mm/upm/%s", name);
+	return read_long(path);
+}
+
+/* PFN of the page at addr in process pid (0: this one), or 0. */
+static uint64_t pfn_in(pid_t pid, const void *addr)
+{
+	char path[64];
+	uint64_t ent = 0;
+	int fd;
+
+	if (pid)
+		snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
+	else
+		snprintf(path, sizeof(path), "/proc/self/pagemap");
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return 0;
+	if (pread(fd, &ent, sizeof(ent),
+		  (uintptr_t)addr / psize * sizeof(ent)) != sizeof(ent))
+		ent = 0;
+	close(fd);
+	return (ent & PM_PRESENT) ? (ent & PM_PFN_MASK) : 0;
+}
+
+static bool pfn_is_ksm(uint64_t pfn)
+{
+	uint64_t flags = 0;
+	int fd = open("/proc/kpageflags", O_RDONLY);
+
+	if (fd < 0)
+		return false;
+	if (pread(fd, &flags, sizeof(flags), pfn * sizeof(flags)) !=
+	    sizeof(flags))
+		flags = 0;
+	close(fd);
+	return pfn && (flags & (1ULL << KPF_KSM));
+}
+
+/* Deterministic content: pages differ from each other and across seeds. */
+static void fill(char *p, size_t npages, uint64_t seed)
+{
+	for (size_t i = 0; i < npages * psize / 8; i++) {
+		uint64_t x = seed * 0x9e3779b97f4a7c15ULL + i + 1;
+
+		x ^= x >> 31;
+		x *= 0xbf58476d1ce4e5b9ULL;
+		x ^= x >> 29;
+		((uint64_t *)p)[i] = x;
+	}
+}
+
+static bool same_as(const char *p, size_t npages, uint64_t seed)
+{
+	char *ref = malloc(npages * psize);
+	bool same;
+
+	fill(ref, npages, seed);
+	same = !memcmp(p, ref, npages * psize);
+	free(ref);
+	return same;
+}
+
+/* Become an unprivileged user whose own processes may still ptrace it. */
+static int drop_to(uid_t uid)
+{
+	if (setgroups(0, NULL) || setresgid(uid, uid, uid) ||
+	    setresuid(uid, uid, uid))
+		return -1;
+	return prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
+}
+
+enum advice { ADVISE_NONE, ADVISE_UPM, ADVISE_KSM };
+
+/*
+ * A tenant: a child that joins a domain (if any, while still root), drops
+ * to uid (if any), maps NPAGES of seed's content and advises them. It
+ * reports errno of each step and its mapping's address, then serves
+ * commands: 'c' checks its content (answers 'y' or 'n'), 'u' unmerges
+ * it with MADV_UNMERGEABLE (answers 'y' on success), 'x' exits.
+ */
+struct tenant {
+	pid_t pid;
+	int cmd, reply;
+	char *addr;
+	int err;
+};
+
+struct tenant_report {
+	int err;
+	uintptr_t addr;
+};
+
+static int tenant_start(struct tenant *t, uid_t uid, unsigned int domain,
+			uint64_t seed, enum advice advice)
+{
+	int to[2], from[2];
+
+	if (pipe(to) || pipe(from))
+		return -1;
+	t->pid = fork();
+	if (t->pid < 0)
+		return -1;
+	if (!t->pid) {
+		struct tenant_report r = { 0 };
+		char *p;
+		char c;
+
+		close(to[1]);
+		close(from[0]);
+		if (domain && prctl(PR_SET_UPM_DOMAIN, domain, 0, 0, 0))
+			r.err = errno;
+		if (!r.err && uid && drop_to(uid))
+			r.err = errno;
+		p = mmap(NULL, NPAGES * psize, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (!r.err && p == MAP_FAILED)
+			r.err = errno;
+		if (!r.err) {
+			fill(p, NPAGES, seed);
+			if (advice == ADVISE_UPM &&
+			    madvise(p, NPAGES * psize, MADV_UPM_MERGEABLE))
+				r.err = errno;
+			if (advice == ADVISE_KSM &&
+			    madvise(p, NPAGES * psize, MADV_MERGEABLE))
+				r.err = errno;
+		}
+		r.addr = (uintptr_t)p;
+		if (write(from[1], &r, sizeof(r)) != sizeof(r))
+			_exit(3);
+		while (read(to[0], &c, 1) == 1 && c != 'x') {
+			if (c == 'u')
+				c = madvise(p, NPAGES * psize,
+					    MADV_UNMERGEABLE) ? 'n' : 'y';
+			else
+				c = same_as(p, NPAGES, seed) ? 'y' : 'n';
+			if (write(from[1], &c, 1) != 1)
+				_exit(4);
+		}
+		_exit(0);
+	}
+	close(to[0]);
+	close(from[1]);
+	t->cmd = to[1];
+	t->reply = from[0];
+	{
+		struct tenant_report r;
+
+		if (read(t->reply, &r, sizeof(r)) != sizeof(r))
+			return -1;
+		t->err = r.err;
+		t->addr = (char *)r.addr;
+	}
+	return 0;
+}
+
+static bool tenant_ask(struct tenant *t, char c)
+{
+	if (write(t->cmd, &c, 1) != 1 || read(t->reply, &c, 1) != 1)
+		return false;
+	return c == 'y';
+}
+
+static bool tenant_content_ok(struct tenant *t)
+{
+	char c = 'c';
+
+	if (write(t->cmd, &c, 1) != 1 || read(t->reply, &c, 1) != 1)
+		return false;
+	return c == 'y';
+}
+
+static int tenant_stop(struct tenant *t)
+{
+	int status = -1;
+	char c = 'x';
+
+	if (!t->pid)
+		return 0;
+	if (write(t->cmd, &c, 1) != 1)
+		kill(t->pid, SIGKILL);
+	waitpid(t->pid, &status, 0);
+	close(t->cmd);
+	close(t->reply);
+	t->pid = 0;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+static uint64_t tenant_pfn(struct tenant *t, int i)
+{
+	return pfn_in(t->pid, t->addr + i * psize);
+}
+
+/* Pages at which a and b map the same frame, and it is a KSM page. */
+static int shared_pages(struct tenant *a, struct tenant *b)
+{
+	int n = 0;
+
+	for (int i = 0; i < NPAGES; i++) {
+		uint64_t pfn = tenant_pfn(a, i);
+
+		if (pfn && pfn == tenant_pfn(b, i) && pfn_is_ksm(pfn))
+			n++;
+	}
+	return n;
+}
+
+static int ksm_pages(struct tenant *t)
+{
+	int n = 0;
+
+	for (int i = 0; i < NPAGES; i++)
+		n += pfn_is_ksm(tenant_pfn(t, i));
+	return n;
+}
+
+#define NTENANTS 4
+
+FIXTURE(domain) {
+	struct tenant t[NTENANTS];
+	char policy[32], safe[8], run[16], sleep[16], scan[16];
+};
+
+FIXTURE_SETUP(domain)
+{
+	psize = getpagesize();
+	memset(self->t, 0, sizeof(self->t));
+	if (getuid())
+		SKIP(return, "needs root: tenants drop to their own uids");
+	if (read_text("/sys/kernel/mm/upm/merge_policy", self->policy,
+		      sizeof(self->policy)))
+		SKIP(return, "no /sys/kernel/mm/upm/merge_policy");
+	read_text("/sys/kernel/mm/upm/safe_frames", self->safe,
+		  sizeof(self->safe));
+	read_text("/sys/kernel/mm/ksm/run", self->run, sizeof(self->run));
+	read_text("/sys/kernel/mm/ksm/sleep_millisecs", self->sleep,
+		  sizeof(self->sleep));
+	read_text("/sys/kernel/mm/ksm/pages_to_scan", self->scan,
+		  sizeof(self->scan));
+	ASSERT_EQ(0, write_text("/sys/kernel/mm/ksm/run", "0"));
+	ASSERT_EQ(0, write_text("/sys/kernel/mm/upm/safe_frames", "1"));
+}
+
+FIXTURE_TEARDOWN(domain)
+{
+	for (int i = 0; i < NTENANTS; i++)
+		tenant_stop(&self->t[i]);
+	write_text("/sys/kernel/mm/ksm/run", self->run);
+	write_text("/sys/kernel/mm/ksm/sleep_millisecs", self->sleep);
+	write_text("/sys/kernel/mm/ksm/pages_to_scan", self->scan);
+	write_text("/sys/kernel/mm/upm/safe_frames", self->safe);
+	/* The index is empty again once the tenants are gone */
+	write_text("/sys/kernel/mm/upm/merge_policy", self->policy);
+}
+
+#define start(i, uid, dom, seed, adv) do {				\
+	ASSERT_EQ(0, tenant_start(&self->t[i], uid, dom, seed, adv));	\
+	ASSERT_EQ(0, self->t[i].err) TH_LOG("tenant %d: %s", i,	\
+					    strerror(self->t[i].err));	\
+} while (0)
+
+/* Two users with the same content never share a frame. */
+TEST_F(domain, different_users_never_share)
+{
+	long merged = upm_counter("pages_merged");
+
+	start(0, UID_A, 0, 1, ADVISE_UPM);
+	start(1, UID_B, 0, 1, ADVISE_UPM);
+	EXPECT_EQ(0, shared_pages(&self->t[0], &self->t[1]));
+	/* Both advised: each is a KSM page of its own domain */
+	EXPECT_EQ(NPAGES, ksm_pages(&self->t[0]));
+	EXPECT_EQ(NPAGES, ksm_pages(&self->t[1]));
+	EXPECT_EQ(merged, upm_counter("pages_merged"));
+	/* Control: a second process of the first user shares everything */
+	start(2, UID_A, 0, 1, ADVISE_UPM);
+	EXPECT_EQ(NPAGES, shared_pages(&self->t[0], &self->t[2]));
+	EXPECT_EQ(0, shared_pages(&self->t[1], &self->t[2]));
+	EXPECT_TRUE(tenant_content_ok(&self->t[0]));
+	EXPECT_TRUE(tenant_content_ok(&self->t[1]));
+	EXPECT_TRUE(tenant_content_ok(&self->t[2]));
+}
+
+/* An explicit domain groups processes of different users. */
+TEST_F(domain, explicit_domain_shares_across_users)
+{
+	start(0, UID_A, 7, 2, ADVISE_UPM);
+	start(1, UID_B, 7, 2, ADVISE_UPM);
+	EXPECT_EQ(NPAGES, shared_pages(&self->t[0], &self->t[1]));
+	/* Same user, other domain: nothing shared */
+	start(2, UID_A, 8, 2, ADVISE_UPM);
+	EXPECT_EQ(0, shared_pages(&self->t[0], &self->t[2]));
+	/* Same user, default domain: nothing shared with domain 7 either */
+	start(3, UID_A, 0, 2, ADVISE_UPM);
+	EXPECT_EQ(0, shared_pages(&self->t[0], &self->t[3]));
+	for (int i = 0; i < 4; i++)
+		EXPECT_TRUE(tenant_content_ok(&self->t[i]));
+}
+
+/* Print the domain and exit: run through exec by domain_survives_exec. */
+static int print_domain_main(void)
+{
+	int d = prctl(PR_GET_UPM_DOMAIN, 0, 0, 0, 0);
+
+	printf("%d\n", d);
+	return d < 0;
+}
+
+static int child_domain_after(bool do_exec, unsigned int domain)
+{
+	int fds[2], status;
+	char buf[32] = "";
+	pid_t pid;
+
+	if (pipe(fds))
+		return -1;
+	pid = fork();
+	if (!pid) {
+		if (prctl(PR_SET_UPM_DOMAIN, domain, 0, 0, 0))
+			_exit(1);
+		dup2(fds[1], 1);
+		if (do_exec) {
+			execl("/proc/self/exe", "upm_domain_tests",
+			      "--print-domain", NULL);
+			_exit(2);
+		}
+		/* And a grandchild: fork keeps the domain */
+		if (!fork())
+			_exit(print_domain_main());
+		wait(NULL);
+		_exit(0);
+	}
+	close(fds[1]);
+	if (read(fds[0], buf, sizeof(buf) - 1) <= 0)
+		buf[0] = '\0';
+	close(fds[0]);
+	waitpid(pid, &status, 0);
+	return buf[0] ? atoi(buf) : -1;
+}
+
+TEST_F(domain, domain_survives_fork_and_exec)
+{
+	EXPECT_EQ(11, child_domain_after(false, 11));
+	EXPECT_EQ(12, child_domain_after(true, 12));
+	/* This process was never placed in a domain */
+	EXPECT_EQ(0, prctl(PR_GET_UPM_DOMAIN, 0, 0, 0, 0));
+}
+
+/* Run fn in a child dropped to uid; its exit status is the result. */
+#define AS_USER(uid, body) ({						\
+	pid_t __pid = fork();						\
+	int __st = -1;							\
+	if (!__pid) {							\
+		if (drop_to(uid))					\
+			_exit(100);					\
+		body;							\
+		_exit(0);						\
+	}								\
+	waitpid(__pid, &__st, 0);					\
+	WIFEXITED(__st) ? WEXITSTATUS(__st) : -1;			\
+})
+
+#define CHECK(n, cond) do { if (!(cond)) _exit(n); } while (0)
+
+TEST_F(domain, prctl_errors_change_nothing)
+{
+	/* Bad arguments, as root */
+	EXPECT_EQ(-1, prctl(PR_SET_UPM_DOMAIN, (unsigned long)INT_MAX + 1,
+			    0, 0, 0));
+	EXPECT_EQ(EINVAL, errno);
+	EXPECT_EQ(-1, prctl(PR_SET_UPM_DOMAIN, 3, 1, 0, 0));
+	EXPECT_EQ(EINVAL, errno);
+	EXPECT_EQ(-1, prctl(PR_GET_UPM_DOMAIN, 1, 0, 0, 0));
+	EXPECT_EQ(EINVAL, errno);
+	EXPECT_EQ(0, prctl(PR_GET_UPM_DOMAIN, 0, 0, 0, 0));
+
+	/* An unprivileged process cannot join a domain */
+	EXPECT_EQ(0, AS_USER(UID_A, ({
+		CHECK(1, prctl(PR_SET_UPM_DOMAIN, 5, 0, 0, 0) == -1);
+		CHECK(2, errno == EPERM);
+		CHECK(3, prctl(PR_GET_UPM_DOMAIN, 0, 0, 0, 0) == 0);
+		CHECK(4, prctl(PR_SET_UPM_DOMAIN, 0, 0, 0, 0) == 0);
+	})));
+
+	/* Placed in domain 5 by root: may stay, may leave, may not move */
+	ASSERT_EQ(0, prctl(PR_SET_UPM_DOMAIN, 5, 0, 0, 0));
+	EXPECT_EQ(0, AS_USER(UID_A, ({
+		CHECK(1, prctl(PR_GET_UPM_DOMAIN, 0, 0, 0, 0) == 5);
+		CHECK(2, prctl(PR_SET_UPM_DOMAIN, 5, 0, 0, 0) == 0);
+		CHECK(3, prctl(PR_SET_UPM_DOMAIN, 6, 0, 0, 0) == -1);
+		CHECK(4, errno == EPERM);
+		CHECK(5, prctl(PR_GET_UPM_DOMAIN, 0, 0, 0, 0) == 5);
+		CHECK(6, prctl(PR_SET_UPM_DOMAIN, 0, 0, 0, 0) == 0);
+		CHECK(7, prctl(PR_GET_UPM_DOMAIN, 0, 0, 0, 0) == 0);
+	})));
+	EXPECT_EQ(0, prctl(PR_SET_UPM_DOMAIN, 0, 0, 0, 0));
+}
+
+static long process_madvise_upm(pid_t pid, void *addr, size_t len)
+{
+	struct iovec iov = { .iov_base = addr, .iov_len = len };
+	int pidfd = syscall(SYS_pidfd_open, pid, 0);
+	long ret;
+
+	if (pidfd < 0)
+		return -1;
+	ret = syscall(SYS_process_madvise, pidfd, &iov, 1,
+		      MADV_UPM_MERGEABLE, 0);
+	if (ret < 0) {
+		int err = errno;
+
+		close(pidfd);
+		errno = err;
+		return ret;
+	}
+	close(pidfd);
+	return ret;
+}
+
+/*
+ * Remote advice merges exactly as local advice, in the target's domain:
+ * root advises a uid A process, which then shares with another uid A
+ * process and not with root's own.
+ */
+TEST_F(domain, process_madvise_merges_like_local)
+{
+	long merged = upm_counter("pages_merged");
+
+	start(0, UID_A, 0, 3, ADVISE_UPM);
+	start(1, 0, 0, 3, ADVISE_UPM);
+	start(2, UID_A, 0, 3, ADVISE_NONE);
+	EXPECT_EQ(0, ksm_pages(&self->t[2]));
+	EXPECT_EQ((long)(NPAGES * psize),
+		  process_madvise_upm(self->t[2].pid, self->t[2].addr,
+				      NPAGES * psize));
+	EXPECT_EQ(NPAGES, shared_pages(&self->t[0], &self->t[2]));
+	EXPECT_EQ(0, shared_pages(&self->t[1], &self->t[2]));
+	EXPECT_EQ(NPAGES, upm_counter("pages_merged") - merged);
+	EXPECT_TRUE(tenant_content_ok(&self->t[2]));
+	/* A hole in the remote range: ENOMEM, as local advice */
+	EXPECT_EQ(-1, process_madvise_upm(self->t[2].pid,
+					  self->t[2].addr - psize,
+					  NPAGES * psize));
+	EXPECT_EQ(ENOMEM, errno);
+}
+
+/* Another user's process: refused by ptrace access; own: CAP_SYS_NICE. */
+TEST_F(domain, process_madvise_needs_permission)
+{
+	struct tenant *b = &self->t[1], *a2 = &self->t[2];
+	pid_t bpid, a2pid;
+	void *baddr, *a2addr;
+
+	start(0, UID_A, 0, 4, ADVISE_UPM);
+	start(1, UID_B, 0, 4, ADVISE_NONE);
+	start(2, UID_A, 0, 4, ADVISE_NONE);
+	bpid = b->pid;
+	baddr = b->addr;
+	a2pid = a2->pid;
+	a2addr = a2->addr;
+	EXPECT_EQ(0, AS_USER(UID_A, ({
+		CHECK(1, process_madvise_upm(bpid, baddr,
+					     NPAGES * psize) == -1);
+		CHECK(2, errno == EACCES || errno == EPERM);
+		CHECK(3, process_madvise_upm(a2pid, a2addr,
+					     NPAGES * psize) == -1);
+		CHECK(4, errno == EPERM);
+	})));
+	/* Nothing was merged or even made a KSM page */
+	EXPECT_EQ(0, ksm_pages(b));
+	EXPECT_EQ(0, ksm_pages(a2));
+	EXPECT_TRUE(tenant_content_ok(b));
+	EXPECT_TRUE(tenant_content_ok(a2));
+}
+
+/* Safe frames: the shared frame is none of the advisers' own frames. */
+TEST_F(domain, safe_frames_share_a_fresh_frame)
+{
+	uint64_t before[2][NPAGES];
+	long copied;
+
+	for (int pass = 0; pass < 2; pass++) {
+		bool safe = pass == 0;
+		int fresh = 0, first_owner = 0;
+
+		ASSERT_EQ(0, write_text("/sys/kernel/mm/upm/safe_frames",
+					safe ? "1" : "0"));
+		copied = upm_counter("pages_copied");
+		start(0, 0, 0, 5 + pass, ADVISE_NONE);
+		start(1, 0, 0, 5 + pass, ADVISE_NONE);
+		for (int t = 0; t < 2; t++)
+			for (int i = 0; i < NPAGES; i++)
+				before[t][i] = tenant_pfn(&self->t[t], i);
+		ASSERT_EQ((long)(NPAGES * psize),
+			  process_madvise_upm(self->t[0].pid, self->t[0].addr,
+					      NPAGES * psize));
+		ASSERT_EQ((long)(NPAGES * psize),
+			  process_madvise_upm(self->t[1].pid, self->t[1].addr,
+					      NPAGES * psize));
+		ASSERT_EQ(NPAGES, shared_pages(&self->t[0], &self->t[1]));
+		for (int i = 0; i < NPAGES; i++) {
+			uint64_t pfn = tenant_pfn(&self->t[0], i);
+
+			fresh += pfn != before[0][i] && pfn != before[1][i];
+			first_owner += pfn == before[0][i];
+		}
+		if (safe) {
+			EXPECT_EQ(NPAGES, fresh);
+			EXPECT_EQ(NPAGES, upm_counter("pages_copied") - copied);
+		} else {
+			/* Control: the first adviser's frames are shared */
+			EXPECT_EQ(NPAGES, first_owner);
+			EXPECT_EQ(0, upm_counter("pages_copied") - copied);
+		}
+		EXPECT_TRUE(tenant_content_ok(&self->t[0]));
+		EXPECT_TRUE(tenant_content_ok(&self->t[1]));
+		tenant_stop(&self->t[0]);
+		tenant_stop(&self->t[1]);
+	}
+}
+
+static int set_policy(const char *policy)
+{
+	return write_text("/sys/kernel/mm/upm/merge_policy", policy);
+}
+
+/* merge_policy=global merges across users; it changes only when idle. */
+TEST_F(domain, global_policy)
+{
+	char buf[32];
+
+	start(0, UID_A, 0, 6, ADVISE_UPM);
+	/* Live entries: the policy cannot change under them */
+	EXPECT_EQ(-1, set_policy("global"));
+	EXPECT_EQ(EBUSY, errno);
+	ASSERT_EQ(0, read_text("/sys/kernel/mm/upm/merge_policy", buf,
+			       sizeof(buf)));
+	EXPECT_STREQ("domain\n", buf);
+	EXPECT_EQ(-1, set_policy("bogus"));
+	EXPECT_EQ(EINVAL, errno);
+	tenant_stop(&self->t[0]);
+
+	/* Its pages are gone: the write prunes the index and succeeds */
+	ASSERT_EQ(0, set_policy("global"));
+	start(0, UID_A, 0, 6, ADVISE_UPM);
+	start(1, UID_B, 0, 6, ADVISE_UPM);
+	EXPECT_EQ(NPAGES, shared_pages(&self->t[0], &self->t[1]));
+	tenant_stop(&self->t[0]);
+	tenant_stop(&self->t[1]);
+	EXPECT_EQ(0, set_policy("domain"));
+}
+
+/* Wait up to 10 s for an index of at most want entries. */
+static long index_entries_drop_to(long want)
+{
+	long n = upm_counter("index_entries");
+
+	for (int i = 0; i < 200 && n > want; i++) {
+		usleep(50000);
+		n = upm_counter("index_entries");
+	}
+	return n;
+}
+
+/*
+ * MADV_UNMERGEABLE undoes UPM: the pages are private again and the index
+ * forgets the content nobody shares any more, but keeps what others do.
+ */
+TEST_F(domain, unmergeable_drops_index_entries)
+{
+	/* Entries of earlier tests' pages are dropped within a second */
+	long entries = index_entries_drop_to(0);
+
+	start(0, UID_A, 0, 9, ADVISE_UPM);
+	start(1, UID_A, 0, 10, ADVISE_UPM);
+	start(2, UID_A, 0, 10, ADVISE_UPM);
+	ASSERT_EQ(entries + 2 * NPAGES, upm_counter("index_entries"));
+	ASSERT_EQ(NPAGES, shared_pages(&self->t[1], &self->t[2]));
+
+	ASSERT_TRUE(tenant_ask(&self->t[0], 'u'));
+	ASSERT_TRUE(tenant_ask(&self->t[1], 'u'));
+	EXPECT_EQ(0, ksm_pages(&self->t[0]));
+	EXPECT_EQ(0, ksm_pages(&self->t[1]));
+	/* Seed 9 was only tenant 0's; seed 10 is still tenant 2's */
+	EXPECT_EQ(entries + NPAGES, index_entries_drop_to(entries + NPAGES));
+	EXPECT_EQ(NPAGES, ksm_pages(&self->t[2]));
+	for (int i = 0; i < 3; i++)
+		EXPECT_TRUE(tenant_content_ok(&self->t[i]));
+	/* A new sharer still finds tenant 2's pages */
+	start(3, UID_A, 0, 10, ADVISE_UPM);
+	EXPECT_EQ(NPAGES, shared_pages(&self->t[2], &self->t[3]));
+	tenant_stop(&self->t[2]);
+	tenant_stop(&self->t[3]);
+	EXPECT_EQ(entries + 0, index_entries_drop_to(entries));
+}
+
+/* Wait for ksmd to finish n more full scans, up to a deadline. */
+static bool ksmd_scans(int n)
+{
+	long start = read_long("/sys/kernel/mm/ksm/full_scans");
+
+	for (int i = 0; i < 600; i++) {
+		if (read_long("/sys/kernel/mm/ksm/full_scans") >= start + n)
+			return true;
+		usleep(50000);
+	}
+	return false;
+}
+
+/* ksmd never merges a page of another domain with a UPM domain's page. */
+TEST_F(domain, ksmd_stays_out_of_domains)
+{
+	start(0, UID_A, 0, 7, ADVISE_UPM);
+	start(1, UID_B, 0, 7, ADVISE_KSM);
+	start(2, UID_B, 0, 7, ADVISE_KSM);
+	ASSERT_EQ(0, write_text("/sys/kernel/mm/ksm/sleep_millisecs", "0"));
+	ASSERT_EQ(0, write_text("/sys/kernel/mm/ksm/pages_to_scan", "5000"));
+	ASSERT_EQ(0, write_text("/sys/kernel/mm/ksm/run", "1"));
+	ASSERT_TRUE(ksmd_scans(3));
+	/* Control: ksmd did merge the two MADV_MERGEABLE processes */
+	EXPECT_EQ(NPAGES, shared_pages(&self->t[1], &self->t[2]));
+	EXPECT_EQ(0, shared_pages(&self->t[0], &self->t[1]));
+	EXPECT_EQ(NPAGES, ksm_pages(&self->t[0]));
+	EXPECT_TRUE(tenant_content_ok(&self->t[0]));
+	EXPECT_TRUE(tenant_content_ok(&self->t[1]));
+}
+
+/* The per-domain totals: for root only, and they count what is merged. */
+TEST_F(domain, domains_file)
+{
+	char buf[4096], line[64];
+	struct stat st;
+
+	ASSERT_EQ(0, stat("/sys/kernel/mm/upm/domains", &st));
+	EXPECT_EQ(0400, st.st_mode & 0777);
+	start(0, UID_A, 9, 8, ADVISE_UPM);
+	start(1, UID_B, 9, 8, ADVISE_UPM);
+	ASSERT_EQ(0, read_text("/sys/kernel/mm/upm/domains", buf,
+			       sizeof(buf)));
+	snprintf(line, sizeof(line), "\nid=9 %d %d\n", NPAGES, 2 * NPAGES);
+	EXPECT_NE(NULL, strstr(buf, line)) TH_LOG("%s", buf);
+	EXPECT_EQ(0, AS_USER(UID_A, ({
+		CHECK(1, open("/sys/kernel/mm/upm/domains", O_RDONLY) < 0);
+		CHECK(2, errno == EACCES);
+	})));
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+#define TIMED_PAGES	256
+
+/*
+ * First-write latency of the pages of a and b, interleaved so that drift
+ * hits both alike; the medians go to med_a and med_b.
+ */
+static void first_write_medians(char *a, char *b, uint64_t *med_a,
+				uint64_t *med_b)
+{
+	static uint64_t ta[TIMED_PAGES], tb[TIMED_PAGES];
+
+	for (int i = 0; i < TIMED_PAGES; i++) {
+		uint64_t t0 = now_ns();
+
+		a[i * psize] ^= 1;
+		ta[i] = now_ns() - t0;
+		t0 = now_ns();
+		b[i * psize] ^= 1;
+		tb[i] = now_ns() - t0;
+	}
+	qsort(ta, TIMED_PAGES, sizeof(*ta), cmp_u64);
+	qsort(tb, TIMED_PAGES, sizeof(*tb), cmp_u64);
+	*med_a = ta[TIMED_PAGES / 2];
+	*med_b = tb[TIMED_PAGES / 2];
+}
+
+static char *map_filled(size_t npages, uint64_t seed)
+{
+	char *p = mmap(NULL, npages * psize, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		return NULL;
+	fill(p, npages, seed);
+	return p;
+}
+
+/*
+ * The side channel: an attacker (uid B) times its first write to advised
+ * pages. Pages whose twin exists only in another domain (uid A) must look
+ * like pages with no twin anywhere. Method: 256 pages per set, writes
+ * interleaved, medians compared; the sets are "indistinguishable" if the
+ * medians are within a factor 1.5. A control in the same run shows the
+ * measurement sees the signal: pages merged in the attacker's own domain
+ * against never-advised pages must differ by at least a factor 3.
+ */
+TEST_F(domain, timing_reveals_nothing_across_domains)
+{
+	uint64_t twin_med, alone_med, merged_med, plain_med;
+	int fds[2], status;
+	uint64_t res[4];
+	pid_t pid;
+
+	ASSERT_EQ(0, pipe(fds));
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (!pid) {
+		char *twin, *alone, *merged, *plain;
+		struct tenant v;
+
+		/* The victim holds seed 100, advised, in uid A's domain */
+		if (tenant_start(&v, UID_A, 0, 100, ADVISE_UPM) || v.err)
+			_exit(1);
+		if (drop_to(UID_B))
+			_exit(2);
+		twin = map_filled(TIMED_PAGES, 100);
+		alone = map_filled(TIMED_PAGES, 101);
+		merged = map_filled(TIMED_PAGES, 102);
+		plain = map_filled(TIMED_PAGES, 103);
+		if (!twin || !alone || !merged || !plain)
+			_exit(3);
+		if (madvise(twin, TIMED_PAGES * psize, MADV_UPM_MERGEABLE) ||
+		    madvise(alone, TIMED_PAGES * psize, MADV_UPM_MERGEABLE))
+			_exit(4);
+		/* "merged": this domain holds it twice, so it is shared */
+		{
+			char *other = map_filled(TIMED_PAGES, 102);
+
+			if (!other ||
+			    madvise(other, TIMED_PAGES * psize,
+				    MADV_UPM_MERGEABLE) ||
+			    madvise(merged, TIMED_PAGES * psize,
+				    MADV_UPM_MERGEABLE))
+				_exit(5);
+		}
+		first_write_medians(twin, alone, &res[0], &res[1]);
+		first_write_medians(merged, plain, &res[2], &res[3]);
+		tenant_stop(&v);
+		if (write(fds[1], res, sizeof(res)) != sizeof(res))
+			_exit(6);
+		_exit(0);
+	}
+	close(fds[1]);
+	ASSERT_EQ(sizeof(res), read(fds[0], res, sizeof(res)));
+	close(fds[0]);
+	waitpid(pid, &status, 0);
+	ASSERT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
+	twin_med = res[0];
+	alone_med = res[1];
+	merged_med = res[2];
+	plain_med = res[3];
+	TH_LOG("median first write (ns): twin in other domain %llu, no twin %llu; control: merged %llu, never advised %llu",
+	       (unsigned long long)twin_med, (unsigned long long)alone_med,
+	       (unsigned long long)merged_med, (unsigned long long)plain_med);
+	EXPECT_GE(merged_med, 3 * plain_med);
+	EXPECT_LE(2 * twin_med, 3 * alone_med);
+	EXPECT_LE(2 * alone_med, 3 * twin_med);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 2 && !strcmp(argv[1], "--print-domain"))
+		return print_domain_main();
+	return test_harness_run(argc, argv);
+}
