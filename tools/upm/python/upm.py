@@ -11,6 +11,7 @@ advise(addr, length)  madvise(addr, length, MADV_UPM_MERGEABLE).
 advise_self()         advise every private anonymous writable mapping of
                       this process (heap, anonymous mmaps such as numpy
                       arrays); returns a dict (ranges, bytes, skipped, seconds).
+                      advise_self(ksm=True) gives them MADV_MERGEABLE instead.
 advise_pid(pid)       the same for another process, through pidfd_open() and
                       process_madvise(); needs CAP_SYS_NICE and ptrace access.
 anon_ranges(pid)      the (start, end) ranges advise_self/advise_pid take.
@@ -123,15 +124,25 @@ def anon_ranges(pid="self"):
     return out
 
 
-def advise_self():
-    """Advise every private anonymous writable mapping of this process."""
-    if not available():
+def _ksm_advise(addr, length):
+    if _libc.madvise(addr, length, MADV_MERGEABLE):
+        err = ctypes.get_errno()
+        raise OSError(err, "madvise(MADV_MERGEABLE): %s" % os.strerror(err))
+
+
+def advise_self(ksm=False):
+    """Advise every private anonymous writable mapping of this process.
+
+    With ksm=True, give the same ranges MADV_MERGEABLE instead (ksmd merges
+    them later): for comparisons with KSM.
+    """
+    if not ksm and not available():
         raise UPMUnavailable()
     res = {"ranges": 0, "bytes": 0, "skipped": 0, "seconds": 0.0}
     for a, b in anon_ranges():
         t = time.monotonic()
         try:
-            advise(a, b - a)
+            (_ksm_advise if ksm else advise)(a, b - a)
         except OSError as e:
             if e.errno != errno.ENOMEM:     # ENOMEM: unmapped meanwhile
                 raise
