@@ -250,7 +250,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     out = {"schema": 1, "kernel": platform.release(),
            "flavour": os.environ.get("FLAVOUR", ""),
-           "cpus": os.cpu_count(), "mem_total_bytes": meminfo("MemTotal"),
+           "cpus": len(os.sched_getaffinity(0)), "mem_total_bytes": meminfo("MemTotal"),
            "workload": {}, "ksm_cap_s": a.ksm_cap, "ksm_target": TARGET,
            "ksm_defaults": dict(KSM_DEFAULTS), "points": []}
     none_mem, upm_mem = {}, {}
