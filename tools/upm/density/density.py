@@ -16,7 +16,8 @@ its memory, measures, and kills them. Modes:
 For the KSM modes ksmd runs from the start of the point; after all instances
 are ready, the memory is polled every POLL seconds until KSM's saving reaches
 95% of UPM's saving at the same count or KSM_CAP seconds pass, whichever
-comes first; the memory reported is the one at that moment.
+comes first; the memory reported is the one at that moment. Where UPM
+saved under 1% (a single instance) KSM gets no wait.
 
 Writes RESULTS (JSON, schema in tools/upm/density/README) and prints each
 step. Usage: density.py MODEL_DIR RESULTS [--counts 1,2,4,8,16]
@@ -204,7 +205,8 @@ def run_point(mode, n, model, upm_mem, cap):
         if mode.startswith("ksm"):
             target = upm_mem.get(n)
             reached = None
-            while True:
+            # no wait where UPM saved nothing to reach (upm_mem[n] None)
+            while not (n in upm_mem and target is None):
                 waited = time.monotonic() - t_ready
                 mem = pt.pss()
                 if target is not None and mem <= target:
@@ -213,6 +215,7 @@ def run_point(mode, n, model, upm_mem, cap):
                 if waited >= cap:
                     break
                 time.sleep(POLL)
+            waited = time.monotonic() - t_ready
             rec["ksm_wait_s"] = round(waited, 1)
             rec["ksm_cap_s"] = cap
             rec["time_to_saving_s"] = (None if reached is None
@@ -267,8 +270,11 @@ def main():
                 none_mem[n] = rec["memory_bytes"]
                 rec["saving_percent"] = 0.0
             elif mode == "upm" and base:
-                # KSM's goal: TARGET of UPM's saving
-                upm_mem[n] = base - TARGET * (base - rec["memory_bytes"])
+                # KSM's goal: TARGET of UPM's saving; none when UPM saved
+                # under 1% (one instance): KSM then gets no wait at all
+                saved = base - rec["memory_bytes"]
+                upm_mem[n] = (base - TARGET * saved if saved > base / 100
+                              else None)
             out["points"].append(rec)
             if not out["workload"]:
                 out["workload"] = {
