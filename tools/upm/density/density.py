@@ -190,6 +190,7 @@ def run_point(mode, n, model, upm_mem, cap):
     elif mode == "ksm-full":
         ksm_set(1, sleep_millisecs=0, pages_to_scan=20000)
     cpu0 = ksmd_cpu()
+    upm0 = int(read("/sys/kernel/mm/upm/time_ns"))
     pt = Point(mode, n, model)
     t0 = time.monotonic()
     pt.start()
@@ -229,6 +230,8 @@ def run_point(mode, n, model, upm_mem, cap):
         rec["memcg_bytes"] = pt.memcg()
         rec["ksmd_cpu_s"] = round(ksmd_cpu() - cpu0, 2)
         rec["upm_pages_merged"] = int(read("/sys/kernel/mm/upm/pages_merged"))
+        rec["upm_time_s"] = round(
+            (int(read("/sys/kernel/mm/upm/time_ns")) - upm0) / 1e9, 3)
     finally:
         pt.stop()
     rec["memory_per_instance_bytes"] = rec["memory_bytes"] // n
