@@ -7,12 +7,13 @@ export FLAVOUR KSRC MEM CPUS TIMEOUT ACCEL NUMA APPEND CMD
 BUILD := $(CURDIR)/build
 S := $(CURDIR)/scripts
 
-.PHONY: help deps tree kernel selftests headers vm shell run test check \
+.PHONY: help deps tree kernel selftests headers vm shell run demo test check \
 	patch refresh bench clean distclean
 
 help:
 	@echo 'UPM make targets:'
-	@echo '  run        boot the kernel and show UPM at work (the main job)'
+	@echo '  run        serverless density: none, KSM and UPM (release kernel)'
+	@echo '  demo       two processes, one madvise each: UPM merging at once'
 	@echo '  test       everything CI checks: deps, debug kernel, guest tests, check'
 	@echo '  deps       install missing Debian packages (apt)'
 	@echo '  tree       unpack 6.12, apply patches/series, overlay our files'
@@ -49,8 +50,13 @@ vm: kernel
 shell: kernel
 	@$(S)/vm.sh --interactive
 
-run: kernel headers
+# make run uses the release kernel unless FLAVOUR= is given.
+run: FLAVOUR = release
+run: kernel
 	@$(S)/run.sh
+
+demo: kernel headers
+	@$(S)/demo.sh
 
 test: kernel selftests
 	@$(S)/run-tests.sh

@@ -19,4 +19,5 @@ rm -f "$TREE"/tools/testing/selftests/mm/local_config.{h,mk}
 make -s -C "$TREE/tools/testing/selftests/mm" OUTPUT="$out/mm" \
 	KHDR_INCLUDES="$kh" "${MM_TESTS[@]/#/$out/mm/}" >"$out/mm.log" 2>&1 ||
 	{ tail -n 30 "$out/mm.log" >&2; die "the upstream mm selftests do not build (above)"; }
+"$TOP"/scripts/build-tools.sh
 info "built: $(cd "$out" && ls upm/ mm/ | grep -v -e ':' -e '\.log' -e '^$' | tr '\n' ' ')"

@@ -68,6 +68,12 @@ fi
 cd "$st/upm" && run_tap upm_tests ./upm_tests
 run_tap upm_domain_tests ./upm_domain_tests
 
+# The user-space helpers of tools/upm (C library, Python module, upmctl)
+tools=$(dirname "$st")/tools
+top=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$tools" && run_tap upm_lib_tests ./upm_lib_tests
+run_tap upm_python python3 "$top/tools/upm/tests/test_upm_py.py"
+
 cd "$st/mm" || exit 1
 run_tap ksm_functional_tests ./ksm_functional_tests
 run_rc "ksm_tests -M -p 10" ./ksm_tests -M -p 10

@@ -1,0 +1,260 @@
+# SPDX-License-Identifier: GPL-2.0
+"""User-space helpers for user-guided page merging (UPM), standard library only.
+
+    import upm
+    upm.advise_self()        # after the model is loaded: merge it now
+
+Calls (each raises OSError on failure, never does nothing silently):
+
+available()           True if the kernel has UPM (/sys/kernel/mm/upm exists).
+advise(addr, length)  madvise(addr, length, MADV_UPM_MERGEABLE).
+advise_self()         advise every private anonymous writable mapping of
+                      this process (heap, anonymous mmaps such as numpy
+                      arrays); returns a dict (ranges, bytes, skipped, seconds).
+                      advise_self(ksm=True) gives them MADV_MERGEABLE instead.
+advise_pid(pid)       the same for another process, through pidfd_open() and
+                      process_madvise(); needs CAP_SYS_NICE and ptrace access.
+anon_ranges(pid)      the (start, end) ranges advise_self/advise_pid take.
+read_global()         {'upm': {...}, 'ksm': {...}} from /sys/kernel/mm/{upm,ksm}.
+read_process(pid)     the numbers in /proc/<pid>/ksm_stat (KSM and UPM lines).
+processes()           [(pid, comm, ksm_stat dict)] for processes with nonzero
+                      KSM or UPM counts.
+
+Errors: UPMUnavailable (errno ENOSYS) when the kernel has no UPM (no
+/sys/kernel/mm/upm, or madvise rejects the advice on a plain anonymous page);
+RemoteUnsupported (errno EINVAL) when process_madvise() does not take
+MADV_UPM_MERGEABLE. UPM_ROOT in the environment is prefixed to the /sys and
+/proc paths the counters are read from (for tests).
+"""
+import ctypes
+import errno
+import os
+import time
+
+MADV_UPM_MERGEABLE = 120    # provisional value, see upm.rst
+MADV_MERGEABLE = 12
+SYS_PIDFD_OPEN = 434        # the same number on every architecture but alpha
+SYS_PROCESS_MADVISE = 440
+IOV_MAX = 1024
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+_libc.madvise.restype = ctypes.c_int
+_libc.syscall.restype = ctypes.c_long
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
+                       ctypes.c_int, ctypes.c_int, ctypes.c_long]
+_libc.mmap.restype = ctypes.c_void_p
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+
+NO_UPM = "kernel has no UPM (no /sys/kernel/mm/upm, or madvise rejects MADV_UPM_MERGEABLE)"
+NO_REMOTE = "this kernel does not support remote UPM advice (process_madvise rejects MADV_UPM_MERGEABLE)"
+
+
+class UPMUnavailable(OSError):
+    def __init__(self, msg=NO_UPM):
+        super().__init__(errno.ENOSYS, msg)
+
+
+class RemoteUnsupported(OSError):
+    def __init__(self, msg=NO_REMOTE):
+        super().__init__(errno.EINVAL, msg)
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+def _path(p):
+    return os.environ.get("UPM_ROOT", "") + p
+
+
+def available():
+    return os.path.isdir(_path("/sys/kernel/mm/upm"))
+
+
+def _one_page(fn):
+    """Call fn(addr, size) on one fresh, written private anonymous page."""
+    size = os.sysconf("SC_PAGE_SIZE")
+    # PROT_READ|PROT_WRITE, MAP_PRIVATE|MAP_ANONYMOUS
+    addr = _libc.mmap(None, size, 3, 0x22, -1, 0)
+    if addr in (None, ctypes.c_void_p(-1).value):
+        raise OSError(ctypes.get_errno(), "mmap failed")
+    try:
+        ctypes.memset(addr, 1, 1)
+        return fn(addr, size)
+    finally:
+        _libc.munmap(addr, size)
+
+
+def _kernel_takes_advice():
+    return _one_page(lambda a, s: _libc.madvise(a, s, MADV_UPM_MERGEABLE)) == 0
+
+
+def advise(addr, length):
+    """madvise(addr, length, MADV_UPM_MERGEABLE); raise OSError on failure."""
+    if _libc.madvise(addr, length, MADV_UPM_MERGEABLE) == 0:
+        return
+    err = ctypes.get_errno()
+    if err == errno.EINVAL and (not available() or not _kernel_takes_advice()):
+        raise UPMUnavailable()
+    raise OSError(err, "madvise(0x%x, %d, MADV_UPM_MERGEABLE): %s"
+                  % (addr, length, os.strerror(err)))
+
+
+def _is_anon_writable(line):
+    f = line.split(None, 5)
+    if len(f) < 5:
+        return False
+    perms, inode = f[1], f[4]
+    name = f[5].strip() if len(f) > 5 else ""
+    if perms[1] != "w" or perms[3] != "p" or inode != "0":
+        return False
+    # [stack], [vvar], [vdso], [vsyscall] and files are never advised
+    return name in ("", "[heap]") or name.startswith("[anon:")
+
+
+def anon_ranges(pid="self"):
+    """(start, end) of the private anonymous writable mappings of pid."""
+    out = []
+    with open("/proc/%s/maps" % pid) as f:
+        for line in f:
+            if _is_anon_writable(line):
+                a, b = line.split(None, 1)[0].split("-")
+                out.append((int(a, 16), int(b, 16)))
+    return out
+
+
+def _ksm_advise(addr, length):
+    if _libc.madvise(addr, length, MADV_MERGEABLE):
+        err = ctypes.get_errno()
+        raise OSError(err, "madvise(MADV_MERGEABLE): %s" % os.strerror(err))
+
+
+def advise_self(ksm=False):
+    """Advise every private anonymous writable mapping of this process.
+
+    With ksm=True, give the same ranges MADV_MERGEABLE instead (ksmd merges
+    them later): for comparisons with KSM.
+    """
+    if not ksm and not available():
+        raise UPMUnavailable()
+    res = {"ranges": 0, "bytes": 0, "skipped": 0, "seconds": 0.0}
+    for a, b in anon_ranges():
+        t = time.monotonic()
+        try:
+            (_ksm_advise if ksm else advise)(a, b - a)
+        except OSError as e:
+            if e.errno != errno.ENOMEM:     # ENOMEM: unmapped meanwhile
+                raise
+            res["skipped"] += 1
+            continue
+        finally:
+            res["seconds"] += time.monotonic() - t
+        res["ranges"] += 1
+        res["bytes"] += b - a
+    return res
+
+
+def _process_madvise(pidfd, ranges, advice):
+    iov = (_Iovec * len(ranges))(*[_Iovec(a, b - a) for a, b in ranges])
+    r = _libc.syscall(SYS_PROCESS_MADVISE, pidfd, iov, len(ranges), advice, 0)
+    if r < 0:
+        return -ctypes.get_errno()
+    return r
+
+
+def _remote_supported():
+    fd = _libc.syscall(SYS_PIDFD_OPEN, os.getpid(), 0)
+    if fd < 0:
+        return False
+    try:
+        return _one_page(lambda a, s: _process_madvise(
+            fd, [(a, a + s)], MADV_UPM_MERGEABLE)) >= 0
+    finally:
+        os.close(fd)
+
+
+def advise_pid(pid):
+    """Advise pid's private anonymous writable mappings by process_madvise()."""
+    if not available():
+        raise UPMUnavailable()
+    ranges = anon_ranges(pid)
+    fd = _libc.syscall(SYS_PIDFD_OPEN, int(pid), 0)
+    if fd < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, "pidfd_open(%d): %s" % (pid, os.strerror(err)))
+    res = {"ranges": 0, "bytes": 0, "skipped": 0, "seconds": 0.0}
+    try:
+        for i in range(0, len(ranges), IOV_MAX):
+            chunk = ranges[i:i + IOV_MAX]
+            t = time.monotonic()
+            r = _process_madvise(fd, chunk, MADV_UPM_MERGEABLE)
+            res["seconds"] += time.monotonic() - t
+            if r == -errno.EINVAL and not _remote_supported():
+                raise RemoteUnsupported()
+            if r < 0:
+                raise OSError(-r, "process_madvise(pid %d): %s"
+                              % (pid, os.strerror(-r)))
+            res["ranges"] += len(chunk)
+            res["bytes"] += r
+    finally:
+        os.close(fd)
+    return res
+
+
+def _read_dir(d):
+    out = {}
+    try:
+        names = sorted(os.listdir(d))
+    except OSError:
+        return None
+    for n in names:
+        try:
+            with open(os.path.join(d, n)) as f:
+                out[n] = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass        # write-only or non-numeric files
+    return out
+
+
+def read_global():
+    """All numeric files of /sys/kernel/mm/upm and /sys/kernel/mm/ksm."""
+    upm = _read_dir(_path("/sys/kernel/mm/upm"))
+    if upm is None:
+        raise UPMUnavailable()
+    return {"upm": upm, "ksm": _read_dir(_path("/sys/kernel/mm/ksm")) or {}}
+
+
+def read_process(pid):
+    """{key: number} of /proc/<pid>/ksm_stat (upm_* lines where UPM is)."""
+    out = {}
+    try:
+        with open(_path("/proc/%s/ksm_stat" % pid)) as f:
+            for line in f:
+                k, _, v = line.partition(" ")
+                try:
+                    out[k] = int(v)
+                except ValueError:
+                    pass    # "ksm_mergeable: yes" and the like
+    except FileNotFoundError:
+        if os.path.isdir(_path("/proc/%s" % pid)):
+            raise OSError(errno.ENOSYS, "kernel has no /proc/<pid>/ksm_stat (no KSM)")
+        raise ProcessLookupError(errno.ESRCH, "no process %s" % pid)
+    return out
+
+
+def processes():
+    """[(pid, comm, ksm_stat)] of every process with a nonzero count."""
+    out = []
+    for d in os.listdir(_path("/proc")):
+        if not d.isdigit():
+            continue
+        try:
+            st = read_process(int(d))
+            with open(_path("/proc/%s/comm" % d)) as f:
+                comm = f.read().strip()
+        except OSError:
+            continue    # gone, or not ours to read
+        if any(v for k, v in st.items() if k != "ksm_process_profit"):
+            out.append((int(d), comm, st))
+    return sorted(out)

@@ -1,0 +1,300 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Tests of libupm (tools/upm/upm.c) in a UPM kernel: advising a process's
+ * own heap merges it with a twin process (same PFN, KPF_KSM), the counters
+ * it reads match sysfs and ksm_stat, and a kernel without UPM is reported
+ * as -ENOSYS, never as success.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "kselftest_harness.h"
+#include "upm.h"
+
+#define NPAGES		256
+#define KPF_KSM		21
+#define PM_PRESENT	(1ULL << 63)
+#define PM_PFN_MASK	((1ULL << 55) - 1)
+
+static size_t psize;
+
+static uint64_t pfn_in(pid_t pid, uintptr_t addr)
+{
+	char path[64];
+	uint64_t ent = 0;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%d/pagemap", (int)pid);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return 0;
+	if (pread(fd, &ent, sizeof(ent), addr / psize * sizeof(ent)) !=
+	    sizeof(ent))
+		ent = 0;
+	close(fd);
+	return (ent & PM_PRESENT) ? (ent & PM_PFN_MASK) : 0;
+}
+
+static int page_is_ksm(uint64_t pfn)
+{
+	uint64_t flags = 0;
+	int fd = open("/proc/kpageflags", O_RDONLY);
+
+	if (fd < 0)
+		return 0;
+	if (pread(fd, &flags, sizeof(flags), pfn * sizeof(flags)) !=
+	    sizeof(flags))
+		flags = 0;
+	close(fd);
+	return !!(flags & (1ULL << KPF_KSM));
+}
+
+/* A heap buffer (malloc) of NPAGES pages of content given by seed */
+static char *heap_copy(uint64_t seed)
+{
+	char *p;
+	size_t i;
+
+	if (posix_memalign((void **)&p, psize, NPAGES * psize))
+		return NULL;
+	for (i = 0; i < NPAGES * psize / 8; i++) {
+		uint64_t z = (seed += 0x9e3779b97f4a7c15ULL);
+
+		z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+		z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+		((uint64_t *)p)[i] = z ^ (z >> 31);
+	}
+	return p;
+}
+
+/*
+ * The twin: a child that fills its own heap copy, advises its whole
+ * process with upm_advise_self(), sends the buffer address, then waits.
+ */
+struct twin {
+	pid_t pid;
+	uintptr_t addr;
+};
+
+static int twin_start(struct twin *t, uint64_t seed)
+{
+	int fds[2];
+
+	if (pipe(fds))
+		return -1;
+	t->pid = fork();
+	if (t->pid < 0)
+		return -1;
+	if (!t->pid) {
+		char *p = heap_copy(seed);
+		uintptr_t a = p ? (uintptr_t)p : 0;
+
+		if (p && upm_advise_self(NULL))
+			a = 0;
+		if (write(fds[1], &a, sizeof(a)) != sizeof(a))
+			_exit(1);
+		pause();
+		_exit(0);
+	}
+	close(fds[1]);
+	if (read(fds[0], &t->addr, sizeof(t->addr)) != sizeof(t->addr))
+		t->addr = 0;
+	close(fds[0]);
+	return t->addr ? 0 : -1;
+}
+
+static void twin_stop(struct twin *t)
+{
+	kill(t->pid, SIGKILL);
+	waitpid(t->pid, NULL, 0);
+}
+
+FIXTURE(lib) {
+	char fake[64];
+};
+
+FIXTURE_SETUP(lib)
+{
+	psize = sysconf(_SC_PAGESIZE);
+	unsetenv("UPM_ROOT");
+	if (upm_available())
+		SKIP(return, "kernel has no UPM");
+	strcpy(self->fake, "/tmp/upm-fake-root.XXXXXX");
+	ASSERT_NE(NULL, mkdtemp(self->fake));
+}
+
+FIXTURE_TEARDOWN(lib)
+{
+	unsetenv("UPM_ROOT");
+	if (self->fake[0]) {
+		char cmd[128];
+
+		snprintf(cmd, sizeof(cmd), "rm -rf %s", self->fake);
+		if (system(cmd))
+			TH_LOG("could not remove %s", self->fake);
+	}
+}
+
+/* upm_advise_self() merges this process's heap with a twin's */
+TEST_F(lib, advise_self_merges_with_twin)
+{
+	struct upm_advise_result r;
+	struct upm_process before, after;
+	struct upm_global g0, g1;
+	struct twin t;
+	int shared = 0, ksm = 0, i;
+	char *p;
+
+	ASSERT_EQ(0, twin_start(&t, 42));
+	ASSERT_EQ(0, upm_read_process(getpid(), &before));
+	ASSERT_EQ(0, upm_read_global(&g0));
+	p = heap_copy(42);
+	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, upm_advise_self(&r));
+	ASSERT_EQ(0, upm_read_global(&g1));
+	ASSERT_EQ(0, upm_read_process(getpid(), &after));
+	for (i = 0; i < NPAGES; i++) {
+		uint64_t mine = pfn_in(getpid(), (uintptr_t)(p + i * psize));
+
+		shared += mine && mine == pfn_in(t.pid, t.addr + i * psize);
+		ksm += mine && page_is_ksm(mine);
+	}
+	twin_stop(&t);
+	TH_LOG("%lu ranges, %lu KiB advised in %.3f s; %d/%d pages shared",
+	       r.ranges, r.bytes >> 10, r.seconds, shared, NPAGES);
+	EXPECT_LE(1UL, r.ranges);
+	EXPECT_LE((unsigned long)NPAGES * psize, r.bytes);
+	EXPECT_EQ(NPAGES, shared);
+	EXPECT_EQ(NPAGES, ksm);
+	EXPECT_LE(NPAGES, after.upm_merged_pages - before.upm_merged_pages);
+	EXPECT_LE(NPAGES, g1.pages_merged - g0.pages_merged);
+	EXPECT_LE(1, g1.calls - g0.calls);
+	free(p);
+}
+
+/* upm_advise() on one range: pages become KSM pages, counted per process */
+TEST_F(lib, advise_range_counts)
+{
+	struct upm_process before, after;
+	struct upm_global g0, g1;
+	int ksm = 0, i;
+	char *p = heap_copy(getpid() * 7919ULL);
+
+	ASSERT_NE(NULL, p);
+	ASSERT_EQ(0, upm_read_process(getpid(), &before));
+	ASSERT_EQ(0, upm_read_global(&g0));
+	ASSERT_EQ(0, upm_advise(p, NPAGES * psize));
+	ASSERT_EQ(0, upm_read_global(&g1));
+	ASSERT_EQ(0, upm_read_process(getpid(), &after));
+	for (i = 0; i < NPAGES; i++)
+		ksm += page_is_ksm(pfn_in(getpid(), (uintptr_t)(p + i * psize)));
+	EXPECT_EQ(NPAGES, ksm);
+	EXPECT_EQ(1, g1.calls - g0.calls);
+	EXPECT_EQ(NPAGES, g1.pages_advised - g0.pages_advised);
+	EXPECT_EQ(NPAGES, g1.pages_stable_new - g0.pages_stable_new);
+	EXPECT_EQ(NPAGES, after.upm_stable_pages - before.upm_stable_pages);
+	EXPECT_LE(NPAGES, after.ksm_merging_pages);
+	free(p);
+}
+
+/* The struct holds what sysfs says (counters that no one else moves) */
+TEST_F(lib, global_matches_sysfs)
+{
+	struct upm_global g;
+	long v;
+
+	ASSERT_EQ(0, upm_read_global(&g));
+	ASSERT_EQ(0, upm_read_value("/sys/kernel/mm/upm/index_buckets", &v));
+	EXPECT_EQ(v, g.index_buckets);
+	EXPECT_LT(0, g.index_buckets);
+	ASSERT_EQ(0, upm_read_value("/sys/kernel/mm/upm/calls", &v));
+	EXPECT_EQ(v, g.calls);
+	ASSERT_EQ(0, upm_read_value("/sys/kernel/mm/ksm/run", &v));
+	EXPECT_EQ(v, g.ksm_run);
+	ASSERT_EQ(0, upm_read_value("/sys/kernel/mm/ksm/pages_to_scan", &v));
+	EXPECT_EQ(v, g.ksm_pages_to_scan);
+	EXPECT_EQ(-ENOENT, upm_read_value("/sys/kernel/mm/upm/nonexistent",
+					  &v));
+}
+
+/* A range UPM cannot take is EINVAL; with no UPM it becomes ENOSYS */
+TEST_F(lib, no_upm_is_enosys)
+{
+	struct upm_global g;
+	struct upm_process pr;
+	char *shm = mmap(NULL, psize, PROT_READ | PROT_WRITE,
+			 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+
+	ASSERT_NE(MAP_FAILED, shm);
+	shm[0] = 1;
+	EXPECT_EQ(-EINVAL, upm_advise(shm, psize));
+
+	/* A fake root without sys/kernel/mm/upm: a kernel without UPM */
+	setenv("UPM_ROOT", self->fake, 1);
+	EXPECT_EQ(-ENOSYS, upm_available());
+	EXPECT_EQ(-ENOSYS, upm_advise(shm, psize));
+	EXPECT_EQ(-ENOSYS, upm_advise_self(NULL));
+	EXPECT_EQ(-ENOSYS, upm_read_global(&g));
+	EXPECT_EQ(-1, g.calls);
+	EXPECT_EQ(-ESRCH, upm_read_process(getpid(), &pr));
+	EXPECT_NE(NULL, strstr(upm_strerror(-ENOSYS), "no UPM"));
+	munmap(shm, psize);
+}
+
+/* ksm_stat of a kernel with KSM but without UPM: upm_* read as -1 */
+TEST_F(lib, ksm_stat_without_upm_lines)
+{
+	struct upm_process pr;
+	char path[128];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/proc", self->fake);
+	ASSERT_EQ(0, mkdir(path, 0755));
+	snprintf(path, sizeof(path), "%s/proc/77", self->fake);
+	ASSERT_EQ(0, mkdir(path, 0755));
+	snprintf(path, sizeof(path), "%s/proc/77/ksm_stat", self->fake);
+	f = fopen(path, "w");
+	ASSERT_NE(NULL, f);
+	fprintf(f, "ksm_rmap_items 5\nksm_zero_pages 1\n"
+		"ksm_merging_pages 3\nksm_process_profit 4096\n"
+		"ksm_merge_any: no\nksm_mergeable: yes\n");
+	fclose(f);
+	setenv("UPM_ROOT", self->fake, 1);
+	ASSERT_EQ(0, upm_read_process(77, &pr));
+	EXPECT_EQ(5, pr.ksm_rmap_items);
+	EXPECT_EQ(1, pr.ksm_zero_pages);
+	EXPECT_EQ(3, pr.ksm_merging_pages);
+	EXPECT_EQ(4096, pr.ksm_process_profit);
+	EXPECT_EQ(-1, pr.upm_merged_pages);
+	EXPECT_EQ(-1, pr.upm_stable_pages);
+}
+
+/* On a kernel without UPM (the host), advice on plain memory is ENOSYS */
+TEST(real_kernel_without_upm)
+{
+	size_t ps = sysconf(_SC_PAGESIZE);
+	char *p;
+
+	unsetenv("UPM_ROOT");
+	if (!upm_available())
+		SKIP(return, "this kernel has UPM");
+	p = mmap(NULL, ps, PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, p);
+	p[0] = 1;
+	EXPECT_EQ(-ENOSYS, upm_advise(p, ps));
+	EXPECT_EQ(-ENOSYS, upm_advise_self(NULL));
+	munmap(p, ps);
+}
+
+TEST_HARNESS_MAIN
