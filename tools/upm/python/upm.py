@@ -19,6 +19,10 @@ read_global()         {'upm': {...}, 'ksm': {...}} from /sys/kernel/mm/{upm,ksm}
 read_process(pid)     the numbers in /proc/<pid>/ksm_stat (KSM and UPM lines).
 processes()           [(pid, comm, ksm_stat dict)] for processes with nonzero
                       KSM or UPM counts.
+get_domain()          this process's explicit merge domain (0: the default).
+set_domain(id)        prctl(PR_SET_UPM_DOMAIN, id): 1..INT_MAX joins a domain
+                      (needs CAP_SYS_ADMIN), 0 leaves it; kept across fork
+                      and exec.
 
 Errors: UPMUnavailable (errno ENOSYS) when the kernel has no UPM (no
 /sys/kernel/mm/upm, or madvise rejects the advice on a plain anonymous page);
@@ -36,6 +40,8 @@ MADV_MERGEABLE = 12
 SYS_PIDFD_OPEN = 434        # the same number on every architecture but alpha
 SYS_PROCESS_MADVISE = 440
 IOV_MAX = 1024
+PR_SET_UPM_DOMAIN = 0x55504d53   # provisional values, see upm.rst
+PR_GET_UPM_DOMAIN = 0x55504d47
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
@@ -258,3 +264,24 @@ def processes():
         if any(v for k, v in st.items() if k != "ksm_process_profit"):
             out.append((int(d), comm, st))
     return sorted(out)
+
+
+def _prctl(option, arg2):
+    r = _libc.prctl(option, ctypes.c_ulong(arg2), ctypes.c_ulong(0),
+                    ctypes.c_ulong(0), ctypes.c_ulong(0))
+    if r < 0:
+        err = ctypes.get_errno()
+        if err == errno.EINVAL and not available():
+            raise UPMUnavailable()
+        raise OSError(err, os.strerror(err))
+    return r
+
+
+def get_domain():
+    """This process's explicit merge domain, 0 if it has none."""
+    return _prctl(PR_GET_UPM_DOMAIN, 0)
+
+
+def set_domain(domain):
+    """Join merge domain 1..INT_MAX (CAP_SYS_ADMIN), or leave it with 0."""
+    _prctl(PR_SET_UPM_DOMAIN, int(domain))

@@ -182,10 +182,43 @@ def upmctl_advise_pid():
     if r.returncode == 0:
         assert shared == NPAGES, "remote advice shared %d pages" % shared
         return
+    # This patch's kernel (merge_policy exists) takes remote advice
+    assert not os.path.exists("/sys/kernel/mm/upm/merge_policy"), r.stderr
     assert r.returncode == 1, (r.returncode, r.stderr)
     assert "does not support remote UPM advice" in r.stderr, r.stderr
     assert shared == 0, "failed advice still shared %d pages" % shared
     print("# remote advice not in this kernel, reported: %s" % r.stderr.strip())
+
+
+@test
+def upmctl_domains():
+    """upmctl run puts a command in a domain; exec keeps it; domain shows it."""
+    if not os.path.exists("/sys/kernel/mm/upm/merge_policy"):
+        raise Skip("kernel without merge domains")
+    code = ("import sys; sys.path.insert(0, %r); import upm\n"
+            "print(upm.get_domain(), flush=True); sys.stdin.read()\n"
+            % os.path.join(HERE, "..", "python"))
+    p = subprocess.Popen([sys.executable, UPMCTL, "run", "77", sys.executable,
+                          "-c", code], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "77"
+        r = upmctl("domain", str(p.pid))
+        assert r.returncode == 0 and "merge domain 77" in r.stdout, r
+    finally:
+        p.kill()
+        p.wait()
+    r = upmctl("domain", str(os.getpid()))
+    assert "merge domain 0 (default" in r.stdout, r.stdout
+    # Joining a domain needs CAP_SYS_ADMIN: nobody (65534) gets EPERM
+    r = subprocess.run([sys.executable, "-c",
+                        "import os, sys; sys.path.insert(0, %r); import upm\n"
+                        "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
+                        "try:\n upm.set_domain(5)\nexcept PermissionError:\n"
+                        " print('EPERM', upm.get_domain())\n"
+                        % os.path.join(HERE, "..", "python")],
+                       capture_output=True, text=True)
+    assert r.stdout.strip() == "EPERM 0", (r.stdout, r.stderr)
 
 
 @test
