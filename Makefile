@@ -14,6 +14,7 @@ help:
 	@echo 'UPM make targets:'
 	@echo '  run        boot the kernel and show UPM at work (the main job)'
 	@echo '  test       everything CI checks: deps, debug kernel, guest tests, check'
+	@echo '  bench      UPM against KSM, seven microbenchmarks (release kernel)'
 	@echo '  deps       install missing Debian packages (apt)'
 	@echo '  tree       unpack 6.12, apply patches/series, overlay our files'
 	@echo '  kernel     build bzImage (FLAVOUR=debug|release)'
@@ -51,6 +52,11 @@ shell: kernel
 
 run: kernel headers
 	@$(S)/run.sh
+
+# Always on the release kernel, whatever FLAVOUR says; MEM=8G by default.
+bench: headers
+	@$(MAKE) --no-print-directory kernel FLAVOUR=release
+	@$(S)/bench.sh
 
 test: kernel selftests
 	@$(S)/run-tests.sh
