@@ -54,8 +54,8 @@ run: kernel headers
 	@$(S)/run.sh
 
 # Always on the release kernel, whatever FLAVOUR says; MEM=8G by default.
-bench: headers
-	@$(MAKE) --no-print-directory kernel FLAVOUR=release
+bench:
+	@$(MAKE) --no-print-directory kernel headers FLAVOUR=release
 	@$(S)/bench.sh
 
 test: kernel selftests

@@ -70,12 +70,12 @@ def describe(r):
             res += " (%sx one adviser)" % fmt(g("vs_one_adviser"))
         return "%d adviser(s) x %s" % (g("instances"), mib(g("memory_bytes") // g("instances"))), res
     if b == "first_write":
-        what = "%s %s" % (g("page_state", "unmerged"), mib(g("memory_bytes")))
+        what = "%s %s" % (g("page_state"), mib(g("memory_bytes")))
         if g("ns_per_page") is None:
             return what, "skipped: " + g("skipped", "")
         res = "%s ns/page" % fmt(g("ns_per_page"))
-        if g("vs_unmerged") is not None:
-            res += " (%sx unmerged)" % fmt(g("vs_unmerged"))
+        if g("vs_fork_shared") is not None:
+            res += " (%sx a fork-shared page)" % fmt(g("vs_fork_shared"))
         return what, res
     if b == "metadata":
         return "%d x %s" % (g("instances"), mib(g("memory_bytes") // 2)), \
@@ -106,6 +106,7 @@ def main():
     print("UPM benchmarks, %s kernel, %s, %s CPUs, %s; %s" % (
         run.get("flavour"), run.get("guest"), run.get("guest_cpus"),
         run.get("guest_mem"), run.get("date")))
+    print("guest clocksource: %s" % run.get("clocksource"))
     print("host load average before/after: %s / %s (%s cores)" % (
         run.get("host_load_before"), run.get("host_load_after"),
         run.get("host_cores")))

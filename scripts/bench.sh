@@ -16,6 +16,15 @@ gcc -O2 -Wall -isystem "$inc" -o "$BUILD/tools/upm_bench" \
 	"$TOP/tools/upm/bench/upm_bench.c" ||
 	die "cannot build tools/upm/bench/upm_bench.c"
 
+# The guest kernel finds no timer to calibrate its TSC against and falls
+# back to jiffies (4 ms steps); under TCG the guest TSC ticks at the host
+# rate, so give the guest that rate.
+case " ${APPEND:-} " in
+*" tsc_early_khz="*) ;;
+*) khz=$("$BUILD/tools/upm_bench" --tsc-khz) && [ "${khz:-0}" -gt 0 ] &&
+	export APPEND="${APPEND:-} tsc_early_khz=$khz" ;;
+esac
+
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 run=$BUILD/bench/run-$stamp
 mkdir -p "$run"
@@ -23,8 +32,11 @@ load0=$(cut -d' ' -f1-3 /proc/loadavg)
 step "UPM benchmarks on the release kernel (emulated guest: only ratios mean something)"
 info "host load average before: $load0 ($(nproc) host cores, shared)"
 # UPM_BENCH_* settings reach the guest through the job script.
-envs=$(env | grep -E '^UPM_BENCH_[A-Z_]+=' | sed 's/^/export /' | tr '\n' ';')
+envs=
+for v in ${!UPM_BENCH_@}; do envs+=$(printf 'export %s=%q; ' "$v" "${!v}"); done
 OUT=$run "$TOP"/scripts/vm.sh "$envs uname -r > \$UPM_OUT/uname; \
+cat /sys/devices/system/clocksource/clocksource0/current_clocksource \
+	> \$UPM_OUT/clocksource; \
 $BUILD/tools/upm_bench -o \$UPM_OUT/records.jsonl ${BENCHES:-all}; rc=\$?; \
 (cd /sys/kernel/mm/upm && grep . *) > \$UPM_OUT/upm-sysfs.txt; exit \$rc"
 rc=$?
@@ -34,6 +46,7 @@ info "host load average after: $load1"
 python3 "$TOP"/scripts/bench-report.py "$run/records.jsonl" \
 	"$BUILD/bench/results.json" \
 	date="$stamp" kernel="$(cat "$run/uname" 2>/dev/null)" \
+	clocksource="$(cat "$run/clocksource" 2>/dev/null)" \
 	flavour=release guest="QEMU TCG (emulated)" guest_mem="$MEM" \
 	guest_cpus="$CPUS" host_cores="$(nproc)" \
 	host_load_before="$load0" host_load_after="$load1" \

@@ -17,6 +17,8 @@
  * CLOCK_MONOTONIC inside the worker around the one system call or loop.
  * Must run as root: it writes /sys/kernel/mm/ksm/ tunables.
  *
+ * "upm_bench --tsc-khz" prints the TSC rate (used on the host).
+ *
  * Environment (sizes in MiB): UPM_BENCH_INSTANCES (16), UPM_BENCH_TTS_MIB
  * (64), UPM_BENCH_KSM_CAP (600 s, the KSM-defaults limit),
  * UPM_BENCH_KSM_FULL_CAP (600 s), UPM_BENCH_TP_MIB (256),
@@ -26,6 +28,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -37,6 +40,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <x86intrin.h>
 
 #ifndef MADV_UPM_MERGEABLE
 #define MADV_UPM_MERGEABLE 120
@@ -372,6 +376,27 @@ static void worker_main(const struct fill *f, int cmd, int rep)
 			for (size_t i = 0; i < f->size; i += pg)
 				p[i] ^= 1;
 			break;
+		case 'F': {	/* the same, with the pages shared by fork() */
+			pid_t kid = fork();
+
+			if (!kid) {
+				pause();
+				_exit(0);
+			}
+			if (kid < 0) {
+				r.err = errno;
+				break;
+			}
+			r.start = now();
+			for (size_t i = 0; i < f->size; i += pg)
+				p[i] ^= 1;
+			r.end = now();
+			kill(kid, SIGKILL);
+			waitpid(kid, NULL, 0);
+			if (write(rep, &r, sizeof(r)) != sizeof(r))
+				_exit(1);
+			continue;
+		}
 		case 'q':
 			_exit(0);
 		}
@@ -486,7 +511,10 @@ static void rec_begin(const char *bench, const char *mode)
 
 static void rec_num(const char *k, double v)
 {
-	fprintf(out, ", \"%s\": %.6g", k, v);
+	if (isfinite(v))
+		fprintf(out, ", \"%s\": %.6g", k, v);
+	else
+		fprintf(out, ", \"%s\": null", k);
 }
 
 static void rec_int(const char *k, long v)
@@ -629,7 +657,7 @@ static void bench_time_to_savings(void)
 
 	for (int full = 0; full < 2; full++) {
 		double cap = full ? cap_full : cap_def, t0, t;
-		long b0, goal = (long)(0.99 * upm_saved);
+		long b0, fs0, goal = (long)(0.99 * upm_saved);
 
 		reset();
 		ksm_speed(full);
@@ -638,6 +666,7 @@ static void bench_time_to_savings(void)
 
 			w[i] = spawn(&f);
 		}
+		fs0 = rd(KSM "full_scans");
 		wr(KSM "run", 1);
 		b0 = ksm_saved();
 		t0 = now();
@@ -655,7 +684,7 @@ static void bench_time_to_savings(void)
 		rec_int("pages_saved", ksm_saved() - b0);
 		rec_int("goal_pages", goal);
 		rec_num("saving_percent", 100.0 * (ksm_saved() - b0) / (n * np));
-		rec_int("full_scans", rd(KSM "full_scans"));
+		rec_int("full_scans", rd(KSM "full_scans") - fs0);
 		rec_int("sleep_millisecs", rd(KSM "sleep_millisecs"));
 		rec_int("pages_to_scan", rd(KSM "pages_to_scan"));
 		rec_end();
@@ -970,14 +999,15 @@ static void bench_first_write(void)
 	double cap = env_long("UPM_BENCH_KSM_FULL_CAP", 600);
 	struct fill f = copy_of_template(size);
 	struct worker w[2], plain;
-	double t_plain, t_upm, t_stable, t_ksm;
+	double t_plain, t_cow, t_upm, t_stable, t_ksm;
 	long b0;
 
 	fprintf(stderr, "== 6. first write to each page of %zu MiB\n",
 		size / MIB);
 	reset();
 	plain = spawn(&f);
-	t_plain = run1(&plain, 'w');
+	t_plain = run1(&plain, 'w');	/* present, writable: no fault */
+	t_cow = run1(&plain, 'F');	/* shared by fork(): a COW fault */
 	quit(&plain, 1);
 
 	w[0] = spawn(&f);
@@ -1010,20 +1040,26 @@ static void bench_first_write(void)
 
 	rec_begin("first_write", "none");
 	rec_int("memory_bytes", size);
+	rec_str("page_state", "present_unshared");
 	rec_num("ns_per_page", t_plain * 1e9 / np);
+	rec_end();
+	rec_begin("first_write", "none");
+	rec_int("memory_bytes", size);
+	rec_str("page_state", "fork_shared");
+	rec_num("ns_per_page", t_cow * 1e9 / np);
 	rec_end();
 	rec_begin("first_write", "upm");
 	rec_int("memory_bytes", size);
 	rec_str("page_state", "merged");
 	rec_int("pages_saved", b0);
 	rec_num("ns_per_page", t_upm * 1e9 / np);
-	rec_num("vs_unmerged", t_upm / t_plain);
+	rec_num("vs_fork_shared", t_upm / t_cow);
 	rec_end();
 	rec_begin("first_write", "upm");
 	rec_int("memory_bytes", size);
 	rec_str("page_state", "stable_single_user");
 	rec_num("ns_per_page", t_stable * 1e9 / np);
-	rec_num("vs_unmerged", t_stable / t_plain);
+	rec_num("vs_fork_shared", t_stable / t_cow);
 	rec_end();
 	rec_begin("first_write", "ksm-full");
 	rec_int("memory_bytes", size);
@@ -1033,13 +1069,13 @@ static void bench_first_write(void)
 		rec_str("skipped", "ksmd did not merge the pages within the cap");
 	} else {
 		rec_num("ns_per_page", t_ksm * 1e9 / np);
-		rec_num("vs_unmerged", t_ksm / t_plain);
+		rec_num("vs_fork_shared", t_ksm / t_cow);
 		rec_num("upm_vs_ksm", t_upm / t_ksm);
 	}
 	rec_end();
-	note("ns/page: unmerged %.0f, UPM-merged %.0f, UPM stable (single user) %.0f, KSM-merged %.0f",
-	     t_plain * 1e9 / np, t_upm * 1e9 / np, t_stable * 1e9 / np,
-	     t_ksm < 0 ? -1 : t_ksm * 1e9 / np);
+	note("ns/page: present %.0f, fork-shared %.0f, UPM-merged %.0f, UPM stable (single user) %.0f, KSM-merged %.0f",
+	     t_plain * 1e9 / np, t_cow * 1e9 / np, t_upm * 1e9 / np,
+	     t_stable * 1e9 / np, t_ksm < 0 ? -1 : t_ksm * 1e9 / np);
 }
 
 /* ---- 7. metadata ---- */
@@ -1126,6 +1162,27 @@ static void bench_metadata(void)
 
 /* ---- main ---- */
 
+/*
+ * Print this machine's TSC rate in kHz. Under TCG the guest's TSC runs at
+ * the host's rate, so scripts/bench.sh passes it as tsc_early_khz=: the
+ * guest then keeps time with the TSC instead of 4 ms jiffies.
+ */
+static int tsc_khz(void)
+{
+	struct timespec a, b, d = { 0, 300000000 };
+	unsigned long long c0, c1;
+	double us;
+
+	clock_gettime(CLOCK_MONOTONIC_RAW, &a);
+	c0 = __rdtsc();
+	nanosleep(&d, NULL);
+	c1 = __rdtsc();
+	clock_gettime(CLOCK_MONOTONIC_RAW, &b);
+	us = (b.tv_sec - a.tv_sec) * 1e6 + (b.tv_nsec - a.tv_nsec) / 1e3;
+	printf("%.0f\n", (c1 - c0) / us * 1e3);
+	return 0;
+}
+
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -1147,6 +1204,8 @@ int main(int argc, char **argv)
 
 	out = stdout;
 	pg = getpagesize();
+	if (argc == 2 && !strcmp(argv[1], "--tsc-khz"))
+		return tsc_khz();
 	while ((opt = getopt(argc, argv, "o:")) != -1) {
 		if (opt != 'o')
 			die("usage: upm_bench [-o FILE] BENCH...|all");
