@@ -339,10 +339,12 @@ static void worker_fill(char *p, const struct fill *f)
 			f->hashes[i] = page_hash(p + i * pg);
 }
 
+/* The read pass stores its sum here so that the loop is not optimised out */
+uint64_t read_sink;
+
 static void worker_main(const struct fill *f, int cmd, int rep)
 {
 	char *p = map_anon(f->size);
-	volatile uint64_t sink = 0;
 	struct reply r;
 	char c;
 
@@ -369,7 +371,7 @@ static void worker_main(const struct fill *f, int cmd, int rep)
 
 			for (size_t i = 0; i < f->size / 8; i++)
 				s += w[i];
-			sink = s;
+			read_sink = s;
 			break;
 		}
 		case 'w':
@@ -404,7 +406,6 @@ static void worker_main(const struct fill *f, int cmd, int rep)
 		if (write(rep, &r, sizeof(r)) != sizeof(r))
 			_exit(1);
 	}
-	(void)sink;
 	_exit(0);
 }
 
@@ -592,6 +593,22 @@ static void rec_safe(long v)
 		rec_int("safe_frames", v);
 }
 
+/* Median of @n values (sorts them) */
+static double median(double *v, int n)
+{
+	for (int i = 0; i < n; i++)
+		for (int j = i + 1; j < n; j++)
+			if (v[j] < v[i]) {
+				double x = v[i];
+
+				v[i] = v[j];
+				v[j] = x;
+			}
+	return v[n / 2];
+}
+
+#define REPS 3	/* repetitions of the short measurements */
+
 /* ---- 1. time to savings ---- */
 
 static void bench_time_to_savings(void)
@@ -680,7 +697,7 @@ static void bench_time_to_savings(void)
 		else
 			rec_num("seconds", t);
 		rec_num("cap_seconds", cap);
-		rec_str("capped", t < 0 ? "yes" : "no");
+		fprintf(out, ", \"capped\": %s", t < 0 ? "true" : "false");
 		rec_int("pages_saved", ksm_saved() - b0);
 		rec_int("goal_pages", goal);
 		rec_num("saving_percent", 100.0 * (ksm_saved() - b0) / (n * np));
@@ -834,8 +851,8 @@ static void bench_scaling(void)
 	     tok = strtok_r(NULL, " ,", &save)) {
 		long mib = atol(tok);
 		size_t size = mib * MIB, np = size / pg;
-		int reps = mib <= 256 ? 3 : 1;
-		double t[3], rdp[3], ns, rns;
+		int reps = mib <= 256 ? REPS : 1;
+		double t[REPS], rdp[REPS], ns, rns;
 		long m0, merged = 0;
 
 		for (int r = 0; r < reps; r++) {
@@ -850,22 +867,8 @@ static void bench_scaling(void)
 			merged = rd(UPM "pages_merged") - m0;
 			quit(&w, 1);
 		}
-		/* median of the repetitions */
-		for (int i = 0; i < reps; i++)
-			for (int j = i + 1; j < reps; j++) {
-				if (t[j] < t[i]) {
-					double x = t[i];
-
-					t[i] = t[j];
-					t[j] = x;
-				}
-				if (rdp[j] < rdp[i]) {
-					double x = rdp[i];
-
-					rdp[i] = rdp[j];
-					rdp[j] = x;
-				}
-			}
+		median(t, reps);
+		median(rdp, reps);
 		ns = t[reps / 2] * 1e9 / np;
 		rns = rdp[reps / 2] * 1e9 / np;
 		if (!base)
@@ -903,7 +906,7 @@ static void bench_content_mix(void)
 	size_t np = size / pg;
 	struct fill ref = copy_of_template(size);
 	struct worker r;
-	const char *names[] = { "0%", "50%", "100%", "zero" };
+	static const char * const names[] = { "0%", "50%", "100%", "zero" };
 
 	fprintf(stderr, "== 4. content mix: %zu MiB advised against a %zu MiB advised reference\n",
 		size / MIB, size / MIB);
@@ -912,9 +915,8 @@ static void bench_content_mix(void)
 	run1(&r, 'u');
 	for (int i = 0; i < 4; i++) {
 		struct fill f = copy_of_template(size);
-		long m0, z0, n0, s0;
-		struct worker w;
-		double t;
+		long m0 = 0, z0 = 0, n0 = 0, s0 = 0;
+		double tr[REPS], t;
 
 		if (i < 3) {
 			f.dup_pct = i * 50;
@@ -922,20 +924,26 @@ static void bench_content_mix(void)
 		} else {
 			f.kind = FILL_ZERO;
 		}
-		w = spawn(&f);
-		m0 = rd(UPM "pages_merged");
-		z0 = rd(UPM "pages_zero");
-		n0 = rd(UPM "pages_stable_new");
-		s0 = ksm_saved();
-		t = run1(&w, 'u');
-		m0 = rd(UPM "pages_merged") - m0;
-		z0 = rd(UPM "pages_zero") - z0;
-		n0 = rd(UPM "pages_stable_new") - n0;
-		s0 = ksm_saved() - s0;
-		quit(&w, 1);
+		for (int k = 0; k < REPS; k++) {
+			struct worker w = spawn(&f);
+
+			/* counts of the last repetition (all are alike) */
+			m0 = rd(UPM "pages_merged");
+			z0 = rd(UPM "pages_zero");
+			n0 = rd(UPM "pages_stable_new");
+			s0 = ksm_saved();
+			tr[k] = run1(&w, 'u');
+			m0 = rd(UPM "pages_merged") - m0;
+			z0 = rd(UPM "pages_zero") - z0;
+			n0 = rd(UPM "pages_stable_new") - n0;
+			s0 = ksm_saved() - s0;
+			quit(&w, 1);
+		}
+		t = median(tr, REPS);
 		rec_begin("content_mix", "upm");
 		rec_int("memory_bytes", size);
 		rec_str("duplicates", names[i]);
+		rec_int("repetitions", REPS);
 		rec_num("seconds", t);
 		rec_num("ns_per_page", t * 1e9 / np);
 		rec_int("pages_merged", m0);
@@ -957,31 +965,37 @@ static void bench_concurrency(void)
 	size_t size = env_long("UPM_BENCH_CONC_MIB", 128) * MIB;
 	struct fill f = copy_of_template(size);
 	struct worker r, w[2];
-	double t1, t2;
+	double t1, t2, t1r[REPS], t2r[REPS];
 
 	fprintf(stderr, "== 5. concurrency: %zu MiB copies of an advised reference, advised by 1 then 2 processes at once\n",
 		size / MIB);
 	reset();
 	r = spawn(&f);
 	run1(&r, 'u');
-	w[0] = spawn(&f);
-	t1 = run1(&w[0], 'u');
-	quit(w, 1);
-	w[0] = spawn(&f);
-	w[1] = spawn(&f);
-	t2 = run_all(w, 2, 'u');
-	quit(w, 2);
+	for (int k = 0; k < REPS; k++) {
+		w[0] = spawn(&f);
+		t1r[k] = run1(&w[0], 'u');
+		quit(w, 1);
+		w[0] = spawn(&f);
+		w[1] = spawn(&f);
+		t2r[k] = run_all(w, 2, 'u');
+		quit(w, 2);
+	}
 	quit(&r, 1);
 	reset();
+	t1 = median(t1r, REPS);
+	t2 = median(t2r, REPS);
 	rec_begin("concurrency", "upm");
 	rec_int("instances", 1);
 	rec_int("memory_bytes", size);
+	rec_int("repetitions", REPS);
 	rec_num("seconds", t1);
 	rec_num("mib_per_s", size / MIB / t1);
 	rec_end();
 	rec_begin("concurrency", "upm");
 	rec_int("instances", 2);
 	rec_int("memory_bytes", 2 * size);
+	rec_int("repetitions", REPS);
 	rec_num("seconds", t2);
 	rec_num("mib_per_s", 2 * size / MIB / t2);
 	rec_num("vs_one_adviser", (2 * size / t2) / (size / t1));
@@ -1238,9 +1252,11 @@ int main(int argc, char **argv)
 	/* The largest copy any benchmark takes of the template */
 	template_size = 256 * MIB;
 	{
-		const char *v[] = { "UPM_BENCH_TTS_MIB", "UPM_BENCH_TP_MIB",
-				    "UPM_BENCH_MIX_MIB", "UPM_BENCH_CONC_MIB",
-				    "UPM_BENCH_FW_MIB", "UPM_BENCH_META_MIB" };
+		static const char * const v[] = {
+			"UPM_BENCH_TTS_MIB", "UPM_BENCH_TP_MIB",
+			"UPM_BENCH_MIX_MIB", "UPM_BENCH_CONC_MIB",
+			"UPM_BENCH_FW_MIB", "UPM_BENCH_META_MIB"
+		};
 
 		for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
 			if ((size_t)env_long(v[i], 0) * MIB > template_size)
