@@ -661,8 +661,8 @@ static void bench_time_to_savings(void)
 		rec_num("percent_of_ideal", ideal ? 100.0 * saved / ideal : 0);
 		rec_safe(sv[s]);
 		rec_end();
-		note("UPM (safe_frames=%ld): last advise returned after %.3f s, %ld of %zu ideal pages saved",
-		     sv[s], t, saved, ideal);
+		note("UPM (safe_frames=%s): last advise returned after %.3f s, %ld of %zu ideal pages saved",
+		     sv[s] < 0 ? "n/a" : sv[s] ? "1" : "0", t, saved, ideal);
 		if (s == 0) {
 			t_upm = t;
 			upm_saved = saved;
@@ -780,8 +780,8 @@ static void bench_throughput(void)
 		rec_num("saving_percent", 100.0 * b0 / np);
 		rec_safe(sv[s]);
 		rec_end();
-		note("safe_frames=%ld: read pass %.3f s, first advise %.3f s (%.2fx), merging advise %.3f s (%.2fx)",
-		     sv[s], rd2, t1, t1 / rd1, t2, t2 / rd2);
+		note("safe_frames=%s: read pass %.3f s, first advise %.3f s (%.2fx), merging advise %.3f s (%.2fx)",
+		     sv[s] < 0 ? "n/a" : sv[s] ? "1" : "0", rd2, t1, t1 / rd1, t2, t2 / rd2);
 		if (s == 0) {
 			upm_both = t1 + t2;
 			target("throughput", "first_advise_vs_read_pass", "x",
