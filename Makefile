@@ -15,6 +15,7 @@ help:
 	@echo '  run        serverless density: none, KSM and UPM (release kernel)'
 	@echo '  demo       two processes, one madvise each: UPM merging at once'
 	@echo '  test       everything CI checks: deps, debug kernel, guest tests, check'
+	@echo '  bench      UPM against KSM, seven microbenchmarks (release kernel)'
 	@echo '  deps       install missing Debian packages (apt)'
 	@echo '  tree       unpack 6.12, apply patches/series, overlay our files'
 	@echo '  kernel     build bzImage (FLAVOUR=debug|release)'
@@ -57,6 +58,11 @@ run: kernel
 
 demo: kernel headers
 	@$(S)/demo.sh
+
+# Always on the release kernel, whatever FLAVOUR says; MEM=8G by default.
+bench:
+	@$(MAKE) --no-print-directory kernel headers FLAVOUR=release
+	@$(S)/bench.sh
 
 test: kernel selftests
 	@$(S)/run-tests.sh

@@ -1,0 +1,56 @@
+#!/bin/bash
+# SPDX-License-Identifier: GPL-2.0
+# make bench: UPM against KSM in one boot of the release kernel.
+# Builds tools/upm/bench/upm_bench.c against the patched UAPI headers,
+# runs it in the guest (MEM=8G by default: the scaling benchmark maps
+# 2 GiB), then writes build/bench/results.json and prints the table.
+# BENCHES="throughput scaling" runs a subset; UPM_BENCH_* variables
+# (see the top of upm_bench.c) change sizes and caps.
+set -uo pipefail
+. "$(dirname "$0")/common.sh"
+export FLAVOUR=release
+export MEM=${MEM:-8G} CPUS=${CPUS:-2} TIMEOUT=${TIMEOUT:-5400}
+inc=$("$TOP"/scripts/headers.sh | tail -n 1) || die "no patched UAPI headers"
+mkdir -p "$BUILD/tools" "$BUILD/bench"
+gcc -O2 -Wall -isystem "$inc" -o "$BUILD/tools/upm_bench" \
+	"$TOP/tools/upm/bench/upm_bench.c" ||
+	die "cannot build tools/upm/bench/upm_bench.c"
+
+# The guest kernel finds no timer to calibrate its TSC against and falls
+# back to jiffies (4 ms steps); under TCG the guest TSC ticks at the host
+# rate, so give the guest that rate.
+case " ${APPEND:-} " in
+*" tsc_early_khz="*) ;;
+*) khz=$("$BUILD/tools/upm_bench" --tsc-khz) && [ "${khz:-0}" -gt 0 ] &&
+	export APPEND="${APPEND:-} tsc_early_khz=$khz" ;;
+esac
+
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+run=$BUILD/bench/run-$stamp
+mkdir -p "$run"
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
+step "UPM benchmarks on the release kernel (emulated guest: only ratios mean something)"
+info "host load average before: $load0 ($(nproc) host cores, shared)"
+# UPM_BENCH_* settings reach the guest through the job script.
+envs=
+for v in ${!UPM_BENCH_@}; do envs+=$(printf 'export %s=%q; ' "$v" "${!v}"); done
+OUT=$run "$TOP"/scripts/vm.sh "$envs uname -r > \$UPM_OUT/uname; \
+cat /sys/devices/system/clocksource/clocksource0/current_clocksource \
+	> \$UPM_OUT/clocksource; \
+$BUILD/tools/upm_bench -o \$UPM_OUT/records.jsonl ${BENCHES:-all}; rc=\$?; \
+(cd /sys/kernel/mm/upm && grep . *) > \$UPM_OUT/upm-sysfs.txt; exit \$rc"
+rc=$?
+load1=$(cut -d' ' -f1-3 /proc/loadavg)
+info "host load average after: $load1"
+[ -s "$run/records.jsonl" ] || die "the guest wrote no results (status $rc)"
+python3 "$TOP"/scripts/bench-report.py "$run/records.jsonl" \
+	"$BUILD/bench/results.json" \
+	date="$stamp" kernel="$(cat "$run/uname" 2>/dev/null)" \
+	clocksource="$(cat "$run/clocksource" 2>/dev/null)" \
+	flavour=release guest="QEMU TCG (emulated)" guest_mem="$MEM" \
+	guest_cpus="$CPUS" host_cores="$(nproc)" \
+	host_load_before="$load0" host_load_after="$load1" \
+	benches="${BENCHES:-all}" complete="$([ $rc = 0 ] && echo yes || echo no)" ||
+	die "cannot write the results"
+cp "$BUILD/bench/results.json" "$run/results.json"
+[ $rc = 0 ] || die "the benchmark run failed (status $rc); partial results above"

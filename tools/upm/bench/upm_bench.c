@@ -1,0 +1,1277 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * upm_bench: microbenchmarks of MADV_UPM_MERGEABLE side by side with KSM.
+ *
+ * Usage: upm_bench [-o FILE] BENCH...
+ * BENCH: time_to_savings throughput scaling content_mix concurrency
+ *        first_write metadata (or "all").
+ *
+ * Every result is one JSON object per line (JSON Lines) in FILE (stdout
+ * by default); progress goes to stderr. Records carry "bench" and "mode"
+ * (none, ksm, ksm-full, upm); target checks carry "target" and "verdict".
+ * scripts/bench.sh turns them into the results file and the table; the
+ * schema is documented in README.md ("Benchmarks").
+ *
+ * The memory under test lives in worker processes (fork), driven over
+ * pipes: fill, read pass, advise, write pass, quit. Times are taken with
+ * CLOCK_MONOTONIC inside the worker around the one system call or loop.
+ * Must run as root: it writes /sys/kernel/mm/ksm/ tunables.
+ *
+ * "upm_bench --tsc-khz" prints the TSC rate (used on the host).
+ *
+ * Environment (sizes in MiB): UPM_BENCH_INSTANCES (16), UPM_BENCH_TTS_MIB
+ * (64), UPM_BENCH_KSM_CAP (600 s, the KSM-defaults limit),
+ * UPM_BENCH_KSM_FULL_CAP (600 s), UPM_BENCH_TP_MIB (256),
+ * UPM_BENCH_SCALE_MIB ("16 64 256 1024 2048"), UPM_BENCH_MIX_MIB (64),
+ * UPM_BENCH_CONC_MIB (128), UPM_BENCH_FW_MIB (64), UPM_BENCH_META_MIB
+ * (128), UPM_BENCH_KSM_PAGES (100000, pages_to_scan at full speed).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <x86intrin.h>
+
+#ifndef MADV_UPM_MERGEABLE
+#define MADV_UPM_MERGEABLE 120
+#endif
+
+#define KSM "/sys/kernel/mm/ksm/"
+#define UPM "/sys/kernel/mm/upm/"
+#define MIB (1UL << 20)
+
+static FILE *out;
+static size_t pg;
+
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fputs("upm_bench: error: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	exit(1);
+}
+
+static void note(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	fputs("  ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+}
+
+static double now(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec + t.tv_nsec / 1e9;
+}
+
+static long env_long(const char *name, long def)
+{
+	const char *v = getenv(name);
+
+	return v && *v ? strtol(v, NULL, 0) : def;
+}
+
+/* ---- kernel counters and tunables ---- */
+
+static long rd(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	long v = -1;
+
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = -1;
+		fclose(f);
+	}
+	return v;
+}
+
+static void wr(const char *path, long v)
+{
+	FILE *f = fopen(path, "w");
+
+	if (!f || fprintf(f, "%ld\n", v) < 0 || fclose(f))
+		die("cannot write %ld to %s: %s", v, path, strerror(errno));
+}
+
+static long meminfo_kb(const char *key)
+{
+	char line[256];
+	size_t n = strlen(key);
+	long v = -1;
+	FILE *f = fopen("/proc/meminfo", "r");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, n) && line[n] == ':')
+			v = atol(line + n + 1);
+	if (f)
+		fclose(f);
+	return v;
+}
+
+/* Bytes held by one slab cache (num_objs * objsize), -1 if not listed. */
+static long slab_bytes(const char *cache)
+{
+	char line[512], name[128];
+	long active, num, size, v = -1;
+	FILE *f = fopen("/proc/slabinfo", "r");
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "%127s %ld %ld %ld", name, &active, &num,
+			   &size) == 4 && !strcmp(name, cache))
+			v = num * size;
+	if (f)
+		fclose(f);
+	return v;
+}
+
+/* Saved mappings as KSM counts them: sharing pages plus zero pages */
+static long ksm_saved(void)
+{
+	long z = rd(KSM "ksm_zero_pages");
+
+	return rd(KSM "pages_sharing") + (z > 0 ? z : 0);
+}
+
+struct ksm_knobs {
+	long run, sleep, pages, smart;
+};
+
+static struct ksm_knobs ksm_saved_knobs;
+
+static void ksm_save(void)
+{
+	ksm_saved_knobs.run = rd(KSM "run");
+	ksm_saved_knobs.sleep = rd(KSM "sleep_millisecs");
+	ksm_saved_knobs.pages = rd(KSM "pages_to_scan");
+	ksm_saved_knobs.smart = rd(KSM "smart_scan");
+}
+
+/* ksmd at its defaults (pages_to_scan 100, sleep 20 ms) or at full speed */
+static void ksm_speed(int full)
+{
+	wr(KSM "sleep_millisecs", full ? 0 : 20);
+	wr(KSM "pages_to_scan", full ? env_long("UPM_BENCH_KSM_PAGES", 100000)
+				   : 100);
+}
+
+/*
+ * Unmerge everything and free KSM's (and so UPM's) metadata: the state
+ * every benchmark starts from. Call only when no worker is alive.
+ */
+static void reset(void)
+{
+	double dl = now() + 120;
+
+	wr(KSM "run", 2);
+	while ((rd(KSM "pages_shared") > 0 || rd(KSM "pages_sharing") > 0) &&
+	       now() < dl)
+		usleep(20000);
+	wr(KSM "run", 0);
+	ksm_speed(0);
+	if (ksm_saved_knobs.smart >= 0)
+		wr(KSM "smart_scan", ksm_saved_knobs.smart);
+	if (rd(KSM "pages_shared") > 0 || rd(KSM "pages_sharing") > 0)
+		note("warning: KSM still reports merged pages after reset");
+}
+
+static void ksm_restore(void)
+{
+	reset();
+	if (ksm_saved_knobs.sleep >= 0)
+		wr(KSM "sleep_millisecs", ksm_saved_knobs.sleep);
+	if (ksm_saved_knobs.pages >= 0)
+		wr(KSM "pages_to_scan", ksm_saved_knobs.pages);
+	if (ksm_saved_knobs.run >= 0)
+		wr(KSM "run", ksm_saved_knobs.run);
+}
+
+/*
+ * Wait until KSM's saved count reaches @goal or @cap seconds pass since
+ * @t0. Return the time it took, or -1 if the cap was reached.
+ */
+static double ksm_wait(long base, long goal, double t0, double cap)
+{
+	double t;
+
+	for (;;) {
+		t = now() - t0;
+		if (ksm_saved() - base >= goal)
+			return t;
+		if (t >= cap)
+			return -1;
+		usleep(t < 5 ? 10000 : 50000);
+	}
+}
+
+/* ---- content ---- */
+
+static uint64_t mix64(uint64_t z)	/* splitmix64 finaliser */
+{
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+static void fill_random(void *p, size_t size, uint64_t seed)
+{
+	uint64_t *w = p;
+
+	for (size_t i = 0; i < size / 8; i++)
+		w[i] = mix64(seed += 0x9e3779b97f4a7c15ULL);
+}
+
+static uint64_t page_hash(const void *p)
+{
+	const uint64_t *w = p;
+	uint64_t h = 0x243f6a8885a308d3ULL;
+
+	for (size_t i = 0; i < pg / 8; i++)
+		h = mix64(h ^ w[i]) + i;
+	return h;
+}
+
+static char *map_anon(size_t size)
+{
+	char *p = mmap(NULL, size, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (p == MAP_FAILED)
+		die("mmap %zu MiB: %s", size / MIB, strerror(errno));
+	/* Small pages only: the comparison is about 4 KiB pages. */
+	madvise(p, size, MADV_NOHUGEPAGE);
+	return p;
+}
+
+/* Sorted-unique count of the hashes: distinct page contents */
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static size_t distinct(uint64_t *h, size_t n)
+{
+	size_t d = 0;
+
+	qsort(h, n, sizeof(*h), cmp_u64);
+	for (size_t i = 0; i < n; i++)
+		if (!i || h[i] != h[i - 1])
+			d++;
+	return d;
+}
+
+/* ---- workers ---- */
+
+enum fill_kind {
+	FILL_TEMPLATE,	/* copy of the parent's template; dup_pct applies */
+	FILL_HALVES,	/* random first half, second half a copy of it */
+	FILL_ZERO,	/* every page written with zeroes */
+};
+
+struct fill {
+	enum fill_kind kind;
+	size_t size;
+	int dup_pct;		/* FILL_TEMPLATE: % of pages from the template */
+	uint64_t seed;		/* for the pages that are not duplicates */
+	uint64_t *hashes;	/* if set: page hashes written here (shared) */
+};
+
+struct worker {
+	pid_t pid;
+	int cmd, rep;
+};
+
+struct reply {
+	double start, end;
+	int err;
+};
+
+static char *template;
+static size_t template_size;
+
+static void worker_fill(char *p, const struct fill *f)
+{
+	size_t n = f->size / pg;
+
+	switch (f->kind) {
+	case FILL_ZERO:
+		memset(p, 0, f->size);
+		break;
+	case FILL_HALVES:
+		fill_random(p, f->size / 2, f->seed);
+		memcpy(p + f->size / 2, p, f->size / 2);
+		break;
+	case FILL_TEMPLATE:
+		if (f->size > template_size)
+			die("template too small");
+		for (size_t i = 0; i < n; i++) {
+			if ((int)(i % 100) < f->dup_pct)
+				memcpy(p + i * pg, template + i * pg, pg);
+			else
+				fill_random(p + i * pg, pg, f->seed + i * 4099);
+		}
+		break;
+	}
+	if (f->hashes)
+		for (size_t i = 0; i < n; i++)
+			f->hashes[i] = page_hash(p + i * pg);
+}
+
+/* The read pass stores its sum here so that the loop is not optimised out */
+uint64_t read_sink;
+
+static void worker_main(const struct fill *f, int cmd, int rep)
+{
+	char *p = map_anon(f->size);
+	struct reply r;
+	char c;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	worker_fill(p, f);
+	memset(&r, 0, sizeof(r));
+	if (write(rep, &r, sizeof(r)) != sizeof(r))	/* ready */
+		_exit(1);
+	while (read(cmd, &c, 1) == 1) {
+		memset(&r, 0, sizeof(r));
+		r.start = now();
+		switch (c) {
+		case 'u':
+			if (madvise(p, f->size, MADV_UPM_MERGEABLE))
+				r.err = errno;
+			break;
+		case 'k':
+			if (madvise(p, f->size, MADV_MERGEABLE))
+				r.err = errno;
+			break;
+		case 'r': {
+			const uint64_t *w = (const uint64_t *)p;
+			uint64_t s = 0;
+
+			for (size_t i = 0; i < f->size / 8; i++)
+				s += w[i];
+			read_sink = s;
+			break;
+		}
+		case 'w':
+			for (size_t i = 0; i < f->size; i += pg)
+				p[i] ^= 1;
+			break;
+		case 'F': {	/* the same, with the pages shared by fork() */
+			pid_t kid = fork();
+
+			if (!kid) {
+				pause();
+				_exit(0);
+			}
+			if (kid < 0) {
+				r.err = errno;
+				break;
+			}
+			r.start = now();
+			for (size_t i = 0; i < f->size; i += pg)
+				p[i] ^= 1;
+			r.end = now();
+			kill(kid, SIGKILL);
+			waitpid(kid, NULL, 0);
+			if (write(rep, &r, sizeof(r)) != sizeof(r))
+				_exit(1);
+			continue;
+		}
+		case 'q':
+			_exit(0);
+		}
+		r.end = now();
+		if (write(rep, &r, sizeof(r)) != sizeof(r))
+			_exit(1);
+	}
+	_exit(0);
+}
+
+static struct worker spawn(const struct fill *f)
+{
+	int c[2], r[2];
+	struct worker w;
+	struct reply rep;
+
+	if (pipe(c) || pipe(r))
+		die("pipe: %s", strerror(errno));
+	w.pid = fork();
+	if (w.pid < 0)
+		die("fork: %s", strerror(errno));
+	if (!w.pid) {
+		close(c[1]);
+		close(r[0]);
+		worker_main(f, c[0], r[1]);
+	}
+	close(c[0]);
+	close(r[1]);
+	w.cmd = c[1];
+	w.rep = r[0];
+	if (read(w.rep, &rep, sizeof(rep)) != sizeof(rep))
+		die("worker %d died while filling its memory", w.pid);
+	return w;
+}
+
+static void send(struct worker *w, char c)
+{
+	if (write(w->cmd, &c, 1) != 1)
+		die("worker %d is gone", w->pid);
+}
+
+static struct reply wait_reply(struct worker *w, char c)
+{
+	struct reply r;
+
+	if (read(w->rep, &r, sizeof(r)) != sizeof(r))
+		die("worker %d died during '%c'", w->pid, c);
+	if (r.err)
+		die("worker %d: madvise ('%c'): %s%s", w->pid, c,
+		    strerror(r.err), c == 'u' ? " (kernel without UPM?)" : "");
+	return r;
+}
+
+/* Run command @c in one worker; return the seconds it took. */
+static double run1(struct worker *w, char c)
+{
+	struct reply r;
+
+	send(w, c);
+	r = wait_reply(w, c);
+	return r.end - r.start;
+}
+
+/*
+ * Run @c in @n workers at once: return the time from the first start to
+ * the last end (CLOCK_MONOTONIC is system-wide).
+ */
+static double run_all(struct worker *w, int n, char c)
+{
+	double first = 1e30, last = 0;
+
+	for (int i = 0; i < n; i++)
+		send(&w[i], c);
+	for (int i = 0; i < n; i++) {
+		struct reply r = wait_reply(&w[i], c);
+
+		if (r.start < first)
+			first = r.start;
+		if (r.end > last)
+			last = r.end;
+	}
+	return last - first;
+}
+
+static void quit(struct worker *w, int n)
+{
+	for (int i = 0; i < n; i++) {
+		char c = 'q';
+
+		if (write(w[i].cmd, &c, 1) != 1)
+			kill(w[i].pid, SIGKILL);
+		close(w[i].cmd);
+		close(w[i].rep);
+		waitpid(w[i].pid, NULL, 0);
+	}
+}
+
+static struct fill copy_of_template(size_t size)
+{
+	struct fill f = { FILL_TEMPLATE, size, 100, 0, NULL };
+
+	return f;
+}
+
+/* ---- JSON lines ---- */
+
+static void rec_begin(const char *bench, const char *mode)
+{
+	fprintf(out, "{\"bench\": \"%s\", \"mode\": \"%s\"", bench, mode);
+}
+
+static void rec_num(const char *k, double v)
+{
+	if (isfinite(v))
+		fprintf(out, ", \"%s\": %.6g", k, v);
+	else
+		fprintf(out, ", \"%s\": null", k);
+}
+
+static void rec_int(const char *k, long v)
+{
+	fprintf(out, ", \"%s\": %ld", k, v);
+}
+
+static void rec_str(const char *k, const char *v)
+{
+	fprintf(out, ", \"%s\": \"%s\"", k, v);	/* no quotes in our text */
+}
+
+static void rec_null(const char *k)
+{
+	fprintf(out, ", \"%s\": null", k);
+}
+
+static void rec_end(void)
+{
+	fputs("}\n", out);
+	fflush(out);
+}
+
+/*
+ * A target check: @value against @limit, PASS if value >= limit
+ * (@ge) or value <= limit (!@ge). @lower_bound: the value is only a lower
+ * bound (a capped measurement), so a miss is UNDECIDED, not MISS.
+ */
+static void target(const char *bench, const char *name, const char *unit,
+		   double value, int ge, double limit, int lower_bound)
+{
+	const char *v;
+
+	if (ge)
+		v = value >= limit ? "PASS" : lower_bound ? "UNDECIDED" : "MISS";
+	else
+		v = value <= limit ? "PASS" : "MISS";
+	fprintf(out, "{\"target\": \"%s\", \"bench\": \"%s\", \"unit\": \"%s\", "
+		"\"measured\": %.6g, \"op\": \"%s\", \"limit\": %.6g, "
+		"\"lower_bound\": %s, \"verdict\": \"%s\"}\n", name, bench,
+		unit, value, ge ? ">=" : "<=", limit,
+		lower_bound ? "true" : "false", v);
+	fflush(out);
+	note("target %s: %.3g %s %s %.3g: %s", name, value, unit,
+	     ge ? ">=" : "<=", limit, v);
+}
+
+/* ---- safe frames ---- */
+
+static long safe_default = -1;	/* -1: no safe_frames tunable */
+
+/* Values of safe_frames to run with: the default first, then the other */
+static int safe_values(long *v)
+{
+	if (safe_default < 0) {
+		v[0] = -1;
+		return 1;
+	}
+	v[0] = safe_default;
+	v[1] = !safe_default;
+	return 2;
+}
+
+static void safe_set(long v)
+{
+	if (v >= 0)
+		wr(UPM "safe_frames", v);
+}
+
+static void rec_safe(long v)
+{
+	if (v < 0)
+		rec_null("safe_frames");
+	else
+		rec_int("safe_frames", v);
+}
+
+/* Median of @n values (sorts them) */
+static double median(double *v, int n)
+{
+	for (int i = 0; i < n; i++)
+		for (int j = i + 1; j < n; j++)
+			if (v[j] < v[i]) {
+				double x = v[i];
+
+				v[i] = v[j];
+				v[j] = x;
+			}
+	return v[n / 2];
+}
+
+#define REPS 3	/* repetitions of the short measurements */
+
+/* ---- 1. time to savings ---- */
+
+static void bench_time_to_savings(void)
+{
+	int n = env_long("UPM_BENCH_INSTANCES", 16);
+	size_t size = env_long("UPM_BENCH_TTS_MIB", 64) * MIB;
+	size_t np = size / pg;
+	double cap_def = env_long("UPM_BENCH_KSM_CAP", 600);
+	double cap_full = env_long("UPM_BENCH_KSM_FULL_CAP", 600);
+	struct worker *w = calloc(n, sizeof(*w));
+	uint64_t *h = mmap(NULL, n * np * 8, PROT_READ | PROT_WRITE,
+			   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	double t_upm = 0, t_ksm[2];
+	long sv[2], nsv, upm_saved = 0;
+	size_t ideal;
+
+	if (!w || h == MAP_FAILED)
+		die("out of memory");
+	fprintf(stderr, "== 1. time to savings: %d processes x %zu MiB of the same random data\n",
+		n, size / MIB);
+	nsv = safe_values(sv);
+	for (int s = 0; s < nsv; s++) {
+		long m0, b0, saved, merged;
+		double t;
+
+		reset();
+		safe_set(sv[s]);
+		for (int i = 0; i < n; i++) {
+			struct fill f = copy_of_template(size);
+
+			f.hashes = h + i * np;
+			w[i] = spawn(&f);
+		}
+		b0 = ksm_saved();
+		m0 = rd(UPM "pages_merged");
+		t = run_all(w, n, 'u');
+		saved = ksm_saved() - b0;
+		merged = rd(UPM "pages_merged") - m0;
+		quit(w, n);
+		ideal = n * np - distinct(h, n * np);
+		rec_begin("time_to_savings", "upm");
+		rec_int("instances", n);
+		rec_int("memory_bytes", (long)(n * size));
+		rec_num("seconds", t);
+		rec_int("pages_saved", saved);
+		rec_int("pages_merged", merged);
+		rec_int("ideal_pages_saved", ideal);
+		rec_num("saving_percent", 100.0 * saved / (n * np));
+		rec_num("ideal_saving_percent", 100.0 * ideal / (n * np));
+		rec_num("percent_of_ideal", ideal ? 100.0 * saved / ideal : 0);
+		rec_safe(sv[s]);
+		rec_end();
+		note("UPM (safe_frames=%s): last advise returned after %.3f s, %ld of %zu ideal pages saved",
+		     sv[s] < 0 ? "n/a" : sv[s] ? "1" : "0", t, saved, ideal);
+		if (s == 0) {
+			t_upm = t;
+			upm_saved = saved;
+			target("time_to_savings", "savings_at_return_vs_ideal",
+			       "%", ideal ? 100.0 * saved / ideal : 0, 1, 99, 0);
+		}
+	}
+	safe_set(safe_default);
+
+	for (int full = 0; full < 2; full++) {
+		double cap = full ? cap_full : cap_def, t0, t;
+		long b0, fs0, goal = (long)(0.99 * upm_saved);
+
+		reset();
+		ksm_speed(full);
+		for (int i = 0; i < n; i++) {
+			struct fill f = copy_of_template(size);
+
+			w[i] = spawn(&f);
+		}
+		fs0 = rd(KSM "full_scans");
+		wr(KSM "run", 1);
+		b0 = ksm_saved();
+		t0 = now();
+		run_all(w, n, 'k');
+		t = ksm_wait(b0, goal, t0, cap);
+		rec_begin("time_to_savings", full ? "ksm-full" : "ksm");
+		rec_int("instances", n);
+		rec_int("memory_bytes", (long)(n * size));
+		if (t < 0)
+			rec_null("seconds");
+		else
+			rec_num("seconds", t);
+		rec_num("cap_seconds", cap);
+		fprintf(out, ", \"capped\": %s", t < 0 ? "true" : "false");
+		rec_int("pages_saved", ksm_saved() - b0);
+		rec_int("goal_pages", goal);
+		rec_num("saving_percent", 100.0 * (ksm_saved() - b0) / (n * np));
+		rec_int("full_scans", rd(KSM "full_scans") - fs0);
+		rec_int("sleep_millisecs", rd(KSM "sleep_millisecs"));
+		rec_int("pages_to_scan", rd(KSM "pages_to_scan"));
+		rec_end();
+		note("KSM %s: %s%.1f s to 99%% of UPM's savings", full ?
+		     "full speed" : "defaults", t < 0 ? "> " : "",
+		     t < 0 ? cap : t);
+		wr(KSM "run", 0);
+		quit(w, n);
+		t_ksm[full] = t < 0 ? -cap : t;
+	}
+	reset();
+	target("time_to_savings", "speedup_vs_ksm_defaults", "x",
+	       (t_ksm[0] < 0 ? -t_ksm[0] : t_ksm[0]) / t_upm, 1, 100,
+	       t_ksm[0] < 0);
+	target("time_to_savings", "speedup_vs_ksm_full", "x",
+	       (t_ksm[1] < 0 ? -t_ksm[1] : t_ksm[1]) / t_upm, 1, 8,
+	       t_ksm[1] < 0);
+	munmap(h, n * np * 8);
+	free(w);
+}
+
+/* ---- 2. throughput ---- */
+
+static void bench_throughput(void)
+{
+	size_t size = env_long("UPM_BENCH_TP_MIB", 256) * MIB;
+	size_t np = size / pg;
+	double cap = env_long("UPM_BENCH_KSM_FULL_CAP", 600);
+	struct fill f = copy_of_template(size);
+	struct worker w[2];
+	long sv[2], nsv;
+	double upm_both = 0;
+
+	fprintf(stderr, "== 2. throughput: 2 processes x %zu MiB of the same random data\n",
+		size / MIB);
+	nsv = safe_values(sv);
+	for (int s = 0; s < nsv; s++) {
+		double rd1, t1, rd2, t2;
+		long b0;
+
+		reset();
+		safe_set(sv[s]);
+		w[0] = spawn(&f);
+		w[1] = spawn(&f);
+		rd1 = run1(&w[0], 'r');
+		t1 = run1(&w[0], 'u');
+		rd2 = run1(&w[1], 'r');
+		b0 = ksm_saved();
+		t2 = run1(&w[1], 'u');
+		b0 = ksm_saved() - b0;
+		quit(w, 2);
+
+		rec_begin("throughput", "none");
+		rec_int("memory_bytes", size);
+		rec_str("op", "read_pass");
+		rec_num("seconds", rd2);
+		rec_num("mib_per_s", size / MIB / rd2);
+		rec_num("seconds_first_process", rd1);
+		rec_safe(sv[s]);
+		rec_end();
+		rec_begin("throughput", "upm");
+		rec_int("memory_bytes", size);
+		rec_str("op", "first_advise");
+		rec_num("seconds", t1);
+		rec_num("mib_per_s", size / MIB / t1);
+		rec_num("vs_read_pass", t1 / rd1);
+		rec_safe(sv[s]);
+		rec_end();
+		rec_begin("throughput", "upm");
+		rec_int("memory_bytes", size);
+		rec_str("op", "merging_advise");
+		rec_num("seconds", t2);
+		rec_num("mib_per_s", size / MIB / t2);
+		rec_num("vs_read_pass", t2 / rd2);
+		rec_int("pages_saved", b0);
+		rec_num("saving_percent", 100.0 * b0 / np);
+		rec_safe(sv[s]);
+		rec_end();
+		note("safe_frames=%s: read pass %.3f s, first advise %.3f s (%.2fx), merging advise %.3f s (%.2fx)",
+		     sv[s] < 0 ? "n/a" : sv[s] ? "1" : "0", rd2, t1, t1 / rd1, t2, t2 / rd2);
+		if (s == 0) {
+			upm_both = t1 + t2;
+			target("throughput", "first_advise_vs_read_pass", "x",
+			       t1 / rd1, 0, 2, 0);
+			target("throughput", "merging_advise_vs_read_pass", "x",
+			       t2 / rd2, 0, 2, 0);
+		}
+	}
+	if (nsv == 1) {
+		rec_begin("throughput", "upm");
+		rec_str("op", "safe_frames_cost");
+		rec_str("skipped", "no /sys/kernel/mm/upm/safe_frames in this kernel");
+		rec_end();
+		note("safe_frames: no /sys/kernel/mm/upm/safe_frames in this kernel: its cost is not measured");
+	}
+	safe_set(safe_default);
+
+	/* KSM at full speed merging the same two copies */
+	{
+		double t0, t;
+		long b0;
+
+		reset();
+		ksm_speed(1);
+		w[0] = spawn(&f);
+		w[1] = spawn(&f);
+		wr(KSM "run", 1);
+		b0 = ksm_saved();
+		t0 = now();
+		run_all(w, 2, 'k');
+		t = ksm_wait(b0, (long)(0.99 * np), t0, cap);
+		wr(KSM "run", 0);
+		quit(w, 2);
+		rec_begin("throughput", "ksm-full");
+		rec_int("memory_bytes", 2 * size);
+		rec_str("op", "merge_two_copies");
+		if (t < 0) {
+			rec_null("seconds");
+			rec_num("cap_seconds", cap);
+		} else {
+			rec_num("seconds", t);
+			rec_num("mib_per_s", 2 * size / MIB / t);
+			rec_num("upm_speedup", t / upm_both);
+		}
+		rec_end();
+		note("KSM full speed: %s%.2f s for both copies; UPM both calls %.3f s",
+		     t < 0 ? "> " : "", t < 0 ? cap : t, upm_both);
+	}
+	reset();
+}
+
+/* ---- 3. scaling ---- */
+
+static void bench_scaling(void)
+{
+	const char *list = getenv("UPM_BENCH_SCALE_MIB");
+	char buf[256], *tok, *save;
+	double base = 0;
+	long last_mib = 0;
+	double last = 0;
+
+	snprintf(buf, sizeof(buf), "%s",
+		 list && *list ? list : "16 64 256 1024 2048");
+	fprintf(stderr, "== 3. scaling: one process, second half a copy of the first (%s MiB)\n",
+		buf);
+	for (tok = strtok_r(buf, " ,", &save); tok;
+	     tok = strtok_r(NULL, " ,", &save)) {
+		long mib = atol(tok);
+		size_t size = mib * MIB, np = size / pg;
+		int reps = mib <= 256 ? REPS : 1;
+		double t[REPS], rdp[REPS], ns, rns;
+		long m0, merged = 0;
+
+		for (int r = 0; r < reps; r++) {
+			struct fill f = { FILL_HALVES, size, 0, 7 + r, NULL };
+			struct worker w;
+
+			reset();
+			w = spawn(&f);
+			rdp[r] = run1(&w, 'r');
+			m0 = rd(UPM "pages_merged");
+			t[r] = run1(&w, 'u');
+			merged = rd(UPM "pages_merged") - m0;
+			quit(&w, 1);
+		}
+		median(t, reps);
+		median(rdp, reps);
+		ns = t[reps / 2] * 1e9 / np;
+		rns = rdp[reps / 2] * 1e9 / np;
+		if (!base)
+			base = ns;
+		rec_begin("scaling", "upm");
+		rec_int("memory_bytes", size);
+		rec_str("content", "one process, second half duplicates first");
+		rec_int("repetitions", reps);
+		rec_num("seconds", t[reps / 2]);
+		rec_num("ns_per_page", ns);
+		rec_num("read_ns_per_page", rns);
+		rec_num("vs_smallest", ns / base);
+		rec_int("pages_merged", merged);
+		rec_end();
+		note("%5ld MiB: %.0f ns/page (read pass %.0f ns/page), %.2fx the smallest, %ld merged",
+		     mib, ns, rns, ns / base, merged);
+		last_mib = mib;
+		last = ns;
+	}
+	reset();
+	if (last_mib) {
+		char name[64];
+
+		snprintf(name, sizeof(name), "per_page_cost_%ldMiB_vs_smallest",
+			 last_mib);
+		target("scaling", name, "x", last / base, 0, 1.2, 0);
+	}
+}
+
+/* ---- 4. content mix ---- */
+
+static void bench_content_mix(void)
+{
+	size_t size = env_long("UPM_BENCH_MIX_MIB", 64) * MIB;
+	size_t np = size / pg;
+	struct fill ref = copy_of_template(size);
+	struct worker r;
+	static const char * const names[] = { "0%", "50%", "100%", "zero" };
+
+	fprintf(stderr, "== 4. content mix: %zu MiB advised against a %zu MiB advised reference\n",
+		size / MIB, size / MIB);
+	reset();
+	r = spawn(&ref);
+	run1(&r, 'u');
+	for (int i = 0; i < 4; i++) {
+		struct fill f = copy_of_template(size);
+		long m0 = 0, z0 = 0, n0 = 0, s0 = 0;
+		double tr[REPS], t;
+
+		if (i < 3) {
+			f.dup_pct = i * 50;
+			f.seed = 1000 + i;
+		} else {
+			f.kind = FILL_ZERO;
+		}
+		for (int k = 0; k < REPS; k++) {
+			struct worker w = spawn(&f);
+
+			/* counts of the last repetition (all are alike) */
+			m0 = rd(UPM "pages_merged");
+			z0 = rd(UPM "pages_zero");
+			n0 = rd(UPM "pages_stable_new");
+			s0 = ksm_saved();
+			tr[k] = run1(&w, 'u');
+			m0 = rd(UPM "pages_merged") - m0;
+			z0 = rd(UPM "pages_zero") - z0;
+			n0 = rd(UPM "pages_stable_new") - n0;
+			s0 = ksm_saved() - s0;
+			quit(&w, 1);
+		}
+		t = median(tr, REPS);
+		rec_begin("content_mix", "upm");
+		rec_int("memory_bytes", size);
+		rec_str("duplicates", names[i]);
+		rec_int("repetitions", REPS);
+		rec_num("seconds", t);
+		rec_num("ns_per_page", t * 1e9 / np);
+		rec_int("pages_merged", m0);
+		rec_int("pages_zero", z0);
+		rec_int("pages_stable_new", n0);
+		rec_num("saving_percent", 100.0 * s0 / np);
+		rec_end();
+		note("%-4s duplicates: %.0f ns/page, merged %ld, zero %ld, new stable %ld",
+		     names[i], t * 1e9 / np, m0, z0, n0);
+	}
+	quit(&r, 1);
+	reset();
+}
+
+/* ---- 5. concurrency ---- */
+
+static void bench_concurrency(void)
+{
+	size_t size = env_long("UPM_BENCH_CONC_MIB", 128) * MIB;
+	struct fill f = copy_of_template(size);
+	struct worker r, w[2];
+	double t1, t2, t1r[REPS], t2r[REPS];
+
+	fprintf(stderr, "== 5. concurrency: %zu MiB copies of an advised reference, advised by 1 then 2 processes at once\n",
+		size / MIB);
+	reset();
+	r = spawn(&f);
+	run1(&r, 'u');
+	for (int k = 0; k < REPS; k++) {
+		w[0] = spawn(&f);
+		t1r[k] = run1(&w[0], 'u');
+		quit(w, 1);
+		w[0] = spawn(&f);
+		w[1] = spawn(&f);
+		t2r[k] = run_all(w, 2, 'u');
+		quit(w, 2);
+	}
+	quit(&r, 1);
+	reset();
+	t1 = median(t1r, REPS);
+	t2 = median(t2r, REPS);
+	rec_begin("concurrency", "upm");
+	rec_int("instances", 1);
+	rec_int("memory_bytes", size);
+	rec_int("repetitions", REPS);
+	rec_num("seconds", t1);
+	rec_num("mib_per_s", size / MIB / t1);
+	rec_end();
+	rec_begin("concurrency", "upm");
+	rec_int("instances", 2);
+	rec_int("memory_bytes", 2 * size);
+	rec_int("repetitions", REPS);
+	rec_num("seconds", t2);
+	rec_num("mib_per_s", 2 * size / MIB / t2);
+	rec_num("vs_one_adviser", (2 * size / t2) / (size / t1));
+	rec_end();
+	note("one adviser %.0f MiB/s, two at once %.0f MiB/s aggregate (%.2fx)",
+	     size / MIB / t1, 2 * size / MIB / t2, (2 * size / t2) / (size / t1));
+}
+
+/* ---- 6. first write ---- */
+
+static void bench_first_write(void)
+{
+	size_t size = env_long("UPM_BENCH_FW_MIB", 64) * MIB;
+	size_t np = size / pg;
+	double cap = env_long("UPM_BENCH_KSM_FULL_CAP", 600);
+	struct fill f = copy_of_template(size);
+	struct worker w[2], plain;
+	double t_plain, t_cow, t_upm, t_stable, t_ksm;
+	long b0;
+
+	fprintf(stderr, "== 6. first write to each page of %zu MiB\n",
+		size / MIB);
+	reset();
+	plain = spawn(&f);
+	t_plain = run1(&plain, 'w');	/* present, writable: no fault */
+	t_cow = run1(&plain, 'F');	/* shared by fork(): a COW fault */
+	quit(&plain, 1);
+
+	w[0] = spawn(&f);
+	w[1] = spawn(&f);
+	run1(&w[0], 'u');
+	b0 = ksm_saved();
+	run1(&w[1], 'u');
+	b0 = ksm_saved() - b0;
+	t_upm = run1(&w[1], 'w');
+	t_stable = run1(&w[0], 'w');	/* now its only user */
+	quit(w, 2);
+
+	reset();
+	ksm_speed(1);
+	w[0] = spawn(&f);
+	w[1] = spawn(&f);
+	wr(KSM "run", 1);
+	{
+		long k0 = ksm_saved();
+		double t0 = now();
+
+		run_all(w, 2, 'k');
+		t_ksm = ksm_wait(k0, (long)(0.99 * np), t0, cap);
+	}
+	wr(KSM "run", 0);	/* stop ksmd, keep what it merged */
+	if (t_ksm >= 0)
+		t_ksm = run1(&w[1], 'w');
+	quit(w, 2);
+	reset();
+
+	rec_begin("first_write", "none");
+	rec_int("memory_bytes", size);
+	rec_str("page_state", "present_unshared");
+	rec_num("ns_per_page", t_plain * 1e9 / np);
+	rec_end();
+	rec_begin("first_write", "none");
+	rec_int("memory_bytes", size);
+	rec_str("page_state", "fork_shared");
+	rec_num("ns_per_page", t_cow * 1e9 / np);
+	rec_end();
+	rec_begin("first_write", "upm");
+	rec_int("memory_bytes", size);
+	rec_str("page_state", "merged");
+	rec_int("pages_saved", b0);
+	rec_num("ns_per_page", t_upm * 1e9 / np);
+	rec_num("vs_fork_shared", t_upm / t_cow);
+	rec_end();
+	rec_begin("first_write", "upm");
+	rec_int("memory_bytes", size);
+	rec_str("page_state", "stable_single_user");
+	rec_num("ns_per_page", t_stable * 1e9 / np);
+	rec_num("vs_fork_shared", t_stable / t_cow);
+	rec_end();
+	rec_begin("first_write", "ksm-full");
+	rec_int("memory_bytes", size);
+	rec_str("page_state", "merged");
+	if (t_ksm < 0) {
+		rec_null("ns_per_page");
+		rec_str("skipped", "ksmd did not merge the pages within the cap");
+	} else {
+		rec_num("ns_per_page", t_ksm * 1e9 / np);
+		rec_num("vs_fork_shared", t_ksm / t_cow);
+		rec_num("upm_vs_ksm", t_upm / t_ksm);
+	}
+	rec_end();
+	note("ns/page: present %.0f, fork-shared %.0f, UPM-merged %.0f, UPM stable (single user) %.0f, KSM-merged %.0f",
+	     t_plain * 1e9 / np, t_cow * 1e9 / np, t_upm * 1e9 / np,
+	     t_stable * 1e9 / np, t_ksm < 0 ? -1 : t_ksm * 1e9 / np);
+}
+
+/* ---- 7. metadata ---- */
+
+static const char *const caches[] = {
+	"ksm_rmap_item", "ksm_stable_node", "upm_entry", NULL
+};
+
+static void bench_metadata(void)
+{
+	size_t size = env_long("UPM_BENCH_META_MIB", 128) * MIB;
+	size_t np = size / pg;
+	double cap = env_long("UPM_BENCH_KSM_FULL_CAP", 600);
+	struct fill f = copy_of_template(size);
+
+	fprintf(stderr, "== 7. kernel metadata: 2 processes x %zu MiB of the same data\n",
+		size / MIB);
+	for (int k = 0; k < 2; k++) {
+		long su0, sl0, ie0, c0[3], su1, sl1, ie1, saved;
+		struct worker w[2];
+		double per;
+
+		reset();
+		if (k)
+			ksm_speed(1);
+		w[0] = spawn(&f);
+		w[1] = spawn(&f);
+		usleep(200000);
+		su0 = meminfo_kb("SUnreclaim");
+		sl0 = meminfo_kb("Slab");
+		ie0 = rd(UPM "index_entries");
+		for (int i = 0; caches[i]; i++)
+			c0[i] = slab_bytes(caches[i]);
+		saved = ksm_saved();
+		if (!k) {
+			run1(&w[0], 'u');
+			run1(&w[1], 'u');
+		} else {
+			double t0 = now();
+
+			wr(KSM "run", 1);
+			run_all(w, 2, 'k');
+			if (ksm_wait(saved, (long)(0.99 * np), t0, cap) < 0)
+				note("KSM did not merge within %.0f s", cap);
+			wr(KSM "run", 0);
+		}
+		usleep(200000);
+		saved = ksm_saved() - saved;
+		su1 = meminfo_kb("SUnreclaim");
+		sl1 = meminfo_kb("Slab");
+		ie1 = rd(UPM "index_entries");
+		per = (su1 - su0) * 1024.0 / (2 * np);
+		rec_begin("metadata", k ? "ksm-full" : "upm");
+		rec_int("instances", 2);
+		rec_int("memory_bytes", 2 * size);
+		rec_int("pages_advised", 2 * np);
+		rec_int("pages_saved", saved);
+		rec_num("saving_percent", 100.0 * saved / (2 * np));
+		rec_int("sunreclaim_delta_bytes", (su1 - su0) * 1024);
+		rec_int("slab_delta_bytes", (sl1 - sl0) * 1024);
+		rec_num("bytes_per_advised_page", per);
+		rec_int("index_entries_delta", ie1 - ie0);
+		for (int i = 0; caches[i]; i++) {
+			char key[64];
+			long c1 = slab_bytes(caches[i]);
+
+			snprintf(key, sizeof(key), "slab_%s_delta_bytes",
+				 caches[i]);
+			if (c0[i] < 0 || c1 < 0)
+				rec_null(key);
+			else
+				rec_int(key, c1 - c0[i]);
+		}
+		rec_end();
+		note("%s: SUnreclaim +%ld KiB for %zu advised pages: %.1f bytes/page; index_entries +%ld",
+		     k ? "KSM" : "UPM", su1 - su0, 2 * np, per, ie1 - ie0);
+		quit(w, 2);
+		if (!k)
+			target("metadata", "kernel_bytes_per_advised_page",
+			       "bytes", per, 0, 64, 0);
+	}
+	reset();
+}
+
+/* ---- main ---- */
+
+/*
+ * Print this machine's TSC rate in kHz. Under TCG the guest's TSC runs at
+ * the host's rate, so scripts/bench.sh passes it as tsc_early_khz=: the
+ * guest then keeps time with the TSC instead of 4 ms jiffies.
+ */
+static int tsc_khz(void)
+{
+	struct timespec a, b, d = { 0, 300000000 };
+	unsigned long long c0, c1;
+	double us;
+
+	clock_gettime(CLOCK_MONOTONIC_RAW, &a);
+	c0 = __rdtsc();
+	nanosleep(&d, NULL);
+	c1 = __rdtsc();
+	clock_gettime(CLOCK_MONOTONIC_RAW, &b);
+	us = (b.tv_sec - a.tv_sec) * 1e6 + (b.tv_nsec - a.tv_nsec) / 1e3;
+	printf("%.0f\n", (c1 - c0) / us * 1e3);
+	return 0;
+}
+
+static const struct {
+	const char *name;
+	void (*fn)(void);
+} benches[] = {
+	{ "time_to_savings", bench_time_to_savings },
+	{ "throughput", bench_throughput },
+	{ "scaling", bench_scaling },
+	{ "content_mix", bench_content_mix },
+	{ "concurrency", bench_concurrency },
+	{ "first_write", bench_first_write },
+	{ "metadata", bench_metadata },
+};
+
+#define NR_BENCHES (sizeof(benches) / sizeof(benches[0]))
+
+int main(int argc, char **argv)
+{
+	int opt, all = 0;
+
+	out = stdout;
+	pg = getpagesize();
+	if (argc == 2 && !strcmp(argv[1], "--tsc-khz"))
+		return tsc_khz();
+	while ((opt = getopt(argc, argv, "o:")) != -1) {
+		if (opt != 'o')
+			die("usage: upm_bench [-o FILE] BENCH...|all");
+		out = fopen(optarg, "a");
+		if (!out)
+			die("cannot open %s: %s", optarg, strerror(errno));
+	}
+	if (optind >= argc)
+		die("usage: upm_bench [-o FILE] BENCH...|all");
+	if (geteuid())
+		die("must run as root (it sets /sys/kernel/mm/ksm/ tunables)");
+	if (rd(UPM "index_entries") < 0)
+		die("no %s: this kernel lacks UPM", UPM);
+	for (int i = optind; i < argc; i++) {
+		size_t k;
+
+		if (!strcmp(argv[i], "all")) {
+			all = 1;
+			continue;
+		}
+		for (k = 0; k < NR_BENCHES; k++)
+			if (!strcmp(argv[i], benches[k].name))
+				break;
+		if (k == NR_BENCHES)
+			die("unknown benchmark %s", argv[i]);
+	}
+	safe_default = rd(UPM "safe_frames");
+	ksm_save();
+
+	/* The largest copy any benchmark takes of the template */
+	template_size = 256 * MIB;
+	{
+		static const char * const v[] = {
+			"UPM_BENCH_TTS_MIB", "UPM_BENCH_TP_MIB",
+			"UPM_BENCH_MIX_MIB", "UPM_BENCH_CONC_MIB",
+			"UPM_BENCH_FW_MIB", "UPM_BENCH_META_MIB"
+		};
+
+		for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+			if ((size_t)env_long(v[i], 0) * MIB > template_size)
+				template_size = env_long(v[i], 0) * MIB;
+	}
+	template = map_anon(template_size);
+	fill_random(template, template_size, 42);
+
+	for (size_t k = 0; k < NR_BENCHES; k++)
+		for (int i = optind; i < argc; i++)
+			if (all || !strcmp(argv[i], benches[k].name)) {
+				benches[k].fn();
+				break;
+			}
+	ksm_restore();
+	safe_set(safe_default);
+	return 0;
+}
