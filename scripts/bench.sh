@@ -16,15 +16,6 @@ gcc -O2 -Wall -isystem "$inc" -o "$BUILD/tools/upm_bench" \
 	"$TOP/tools/upm/bench/upm_bench.c" ||
 	die "cannot build tools/upm/bench/upm_bench.c"
 
-# The guest kernel finds no timer to calibrate its TSC against and falls
-# back to jiffies (4 ms steps); under TCG the guest TSC ticks at the host
-# rate, so give the guest that rate.
-case " ${APPEND:-} " in
-*" tsc_early_khz="*) ;;
-*) khz=$("$BUILD/tools/upm_bench" --tsc-khz) && [ "${khz:-0}" -gt 0 ] &&
-	export APPEND="${APPEND:-} tsc_early_khz=$khz" ;;
-esac
-
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 run=$BUILD/bench/run-$stamp
 mkdir -p "$run"

@@ -77,6 +77,17 @@ if [ "$NUMA" -gt 1 ]; then
 		       -numa "node,nodeid=$i,memdev=m$i")
 	done
 fi
+# The guest TSC ticks at the host's rate (TCG); tell the guest that rate,
+# or its clocks advance in 4 ms jiffies steps. Measured once per build dir.
+tsc=$BUILD/tsc-khz
+if [ ! -s "$tsc" ]; then
+	gcc -O2 -o "$BUILD/tsc-khz.bin" "$TOP/scripts/tsc-khz.c" &&
+		"$BUILD/tsc-khz.bin" > "$tsc" || rm -f "$tsc"
+fi
+case " ${APPEND:-} " in
+*" tsc_early_khz="*) ;;
+*) [ -s "$tsc" ] && APPEND="${APPEND:-} tsc_early_khz=$(cat "$tsc")" ;;
+esac
 append="console=ttyS0 rdinit=/init panic=-1 loglevel=4 \
 nokaslr tsc=reliable no_timer_check ${APPEND:-}"
 [ $interactive = 1 ] && append="$append upm.interactive=1"

@@ -17,7 +17,6 @@
  * CLOCK_MONOTONIC inside the worker around the one system call or loop.
  * Must run as root: it writes /sys/kernel/mm/ksm/ tunables.
  *
- * "upm_bench --tsc-khz" prints the TSC rate (used on the host).
  *
  * Environment (sizes in MiB): UPM_BENCH_INSTANCES (16), UPM_BENCH_TTS_MIB
  * (64), UPM_BENCH_KSM_CAP (600 s, the KSM-defaults limit),
@@ -1176,27 +1175,6 @@ static void bench_metadata(void)
 
 /* ---- main ---- */
 
-/*
- * Print this machine's TSC rate in kHz. Under TCG the guest's TSC runs at
- * the host's rate, so scripts/bench.sh passes it as tsc_early_khz=: the
- * guest then keeps time with the TSC instead of 4 ms jiffies.
- */
-static int tsc_khz(void)
-{
-	struct timespec a, b, d = { 0, 300000000 };
-	unsigned long long c0, c1;
-	double us;
-
-	clock_gettime(CLOCK_MONOTONIC_RAW, &a);
-	c0 = __rdtsc();
-	nanosleep(&d, NULL);
-	c1 = __rdtsc();
-	clock_gettime(CLOCK_MONOTONIC_RAW, &b);
-	us = (b.tv_sec - a.tv_sec) * 1e6 + (b.tv_nsec - a.tv_nsec) / 1e3;
-	printf("%.0f\n", (c1 - c0) / us * 1e3);
-	return 0;
-}
-
 static const struct {
 	const char *name;
 	void (*fn)(void);
@@ -1218,8 +1196,6 @@ int main(int argc, char **argv)
 
 	out = stdout;
 	pg = getpagesize();
-	if (argc == 2 && !strcmp(argv[1], "--tsc-khz"))
-		return tsc_khz();
 	while ((opt = getopt(argc, argv, "o:")) != -1) {
 		if (opt != 'o')
 			die("usage: upm_bench [-o FILE] BENCH...|all");
