@@ -1,0 +1,1322 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * The fault, stress and concurrency matrix of MADV_UPM_MERGEABLE: merged
+ * pages must survive everything KSM pages survive (fork, munmap, mremap,
+ * mprotect, MADV_DONTNEED/FREE/PAGEOUT, swap, migration, compaction, THP,
+ * mlock, userfaultfd, pins, memory cgroups, max_page_sharing) and races
+ * of advise with all of them. Every case checks content in every sharer
+ * and sharing by PFNs (/proc/<pid>/pagemap) and KPF_KSM; no case asserts
+ * which process's frame became the shared one. Needs root.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/types.h>
+#include <linux/userfaultfd.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../kselftest_harness.h"
+#include "../../../../mm/gup_test.h"
+#include "upm_util.h"
+
+#ifndef MADV_COLLAPSE
+#define MADV_COLLAPSE 25
+#endif
+#define MX_MPOL_DEFAULT		0
+#define MX_MPOL_BIND		2
+#define MX_MPOL_MF_MOVE_ALL	(1 << 2)
+
+#define NP		64
+#define CG		"/sys/fs/cgroup"
+/* Seconds each race loop runs */
+#define RACE_SECS	4
+
+/*
+ * A peer: another process holding NP pages of a seed's content. It keeps
+ * a model of its own writes (0: the seed's bytes, else the byte written)
+ * and answers commands on a pipe.
+ */
+enum { OP_CHECK = 1, OP_WRITE, OP_PFNS, OP_ADVISE, OP_PAGEOUT, OP_SWAPPED,
+	OP_EXIT };
+
+struct cmd {
+	int op, a, b, v;
+};
+
+struct peer {
+	pid_t pid;
+	int cmd, reply;
+	uint64_t pfn[NP];
+};
+
+/* Does page i of p hold the seed's bytes (byte 0) or all @byte? */
+static bool page_is(const char *p, int i, uint64_t seed, int byte)
+{
+	static char *ref;
+	static uint64_t ref_seed;
+
+	if (byte) {
+		for (size_t k = 0; k < psize; k++)
+			if (p[k] != (char)byte)
+				return false;
+		return true;
+	}
+	if (!ref) {
+		ref = malloc(NP * psize);
+		fill(ref, NP, seed);
+		ref_seed = seed;
+	} else if (ref_seed != seed) {
+		fill(ref, NP, seed);
+		ref_seed = seed;
+	}
+	return !memcmp(p, ref + i * psize, psize);
+}
+
+static long peer_do(char *p, const struct cmd *c, uint64_t seed, char *model,
+		    int out)
+{
+	long n = 0;
+
+	switch (c->op) {
+	case OP_CHECK:
+		for (int i = 0; i < NP; i++)
+			n += !page_is(p + i * psize, i, seed, model[i]);
+		return n;
+	case OP_WRITE:
+		for (int i = c->a; i < c->b; i++) {
+			memset(p + i * psize, c->v, psize);
+			model[i] = c->v;
+		}
+		return 0;
+	case OP_ADVISE:
+		return madvise(p, NP * psize, MADV_UPM_MERGEABLE) ? -errno : 0;
+	case OP_PAGEOUT:
+		return madvise(p, NP * psize, MADV_PAGEOUT) ? -errno : 0;
+	case OP_SWAPPED:
+		for (int i = 0; i < NP; i++)
+			n += !!(pagemap_of(p + i * psize) & PM_SWAP);
+		return n;
+	case OP_PFNS: {
+		uint64_t pfn[NP];
+
+		for (int i = 0; i < NP; i++)
+			pfn[i] = is_ksm(p + i * psize) ? pfn_of(p + i * psize) : 0;
+		if (write(out, pfn, sizeof(pfn)) != sizeof(pfn))
+			_exit(3);
+		return 0;
+	}
+	}
+	return -EINVAL;
+}
+
+/*
+ * Start a peer: it joins cgroup @cg (if set), maps and fills its pages,
+ * advises them if @advise, and reports its KSM PFNs (0 for a page that is
+ * not a KSM page).
+ */
+static int peer_start(struct peer *t, uint64_t seed, bool advise,
+		      const char *cg)
+{
+	int to[2], from[2];
+	struct cmd c;
+
+	if (pipe(to) || pipe(from))
+		return -1;
+	t->pid = fork();
+	if (t->pid < 0)
+		return -1;
+	if (!t->pid) {
+		char model[NP] = { 0 };
+		char *p;
+		long r;
+
+		close(to[1]);
+		close(from[0]);
+		if (cg && write_str(cg, "0"))
+			_exit(1);
+		p = map_anon(NP);
+		if (!p)
+			_exit(1);
+		fill(p, NP, seed);
+		if (advise && madvise(p, NP * psize, MADV_UPM_MERGEABLE))
+			_exit(2);
+		c.op = OP_PFNS;
+		peer_do(p, &c, seed, model, from[1]);
+		while (read(to[0], &c, sizeof(c)) == sizeof(c)) {
+			if (c.op == OP_EXIT)
+				break;
+			r = peer_do(p, &c, seed, model, from[1]);
+			if (write(from[1], &r, sizeof(r)) != sizeof(r))
+				_exit(4);
+		}
+		_exit(0);
+	}
+	close(to[0]);
+	close(from[1]);
+	t->cmd = to[1];
+	t->reply = from[0];
+	if (read(t->reply, t->pfn, sizeof(t->pfn)) != sizeof(t->pfn))
+		return -1;
+	return 0;
+}
+
+static int peer_send(struct peer *t, int op, int a, int b, int v)
+{
+	struct cmd c = { .op = op, .a = a, .b = b, .v = v };
+
+	return write(t->cmd, &c, sizeof(c)) == sizeof(c) ? 0 : -1;
+}
+
+static long peer_wait(struct peer *t)
+{
+	long r;
+
+	if (read(t->reply, &r, sizeof(r)) != sizeof(r))
+		return -1000;
+	return r;
+}
+
+static long peer_call(struct peer *t, int op, int a, int b, int v)
+{
+	if (peer_send(t, op, a, b, v))
+		return -1000;
+	return peer_wait(t);
+}
+
+/* Pages of the peer whose content differs from its model. */
+static long peer_mismatches(struct peer *t)
+{
+	return peer_call(t, OP_CHECK, 0, 0, 0);
+}
+
+/* Refresh the peer's PFNs; returns 0 on success. */
+static int peer_pfns(struct peer *t)
+{
+	long r;
+
+	if (peer_send(t, OP_PFNS, 0, 0, 0))
+		return -1;
+	if (read(t->reply, t->pfn, sizeof(t->pfn)) != sizeof(t->pfn))
+		return -1;
+	r = peer_wait(t);
+	return r ? -1 : 0;
+}
+
+static int peer_stop(struct peer *t)
+{
+	int status = -1;
+
+	if (!t->pid)
+		return -1;
+	if (peer_send(t, OP_EXIT, 0, 0, 0))
+		kill(t->pid, SIGKILL);
+	waitpid(t->pid, &status, 0);
+	close(t->cmd);
+	close(t->reply);
+	t->pid = 0;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Pages [a, b) of mem that map the peer's KSM frame of the same index. */
+static int shared_range(char *mem, struct peer *t, int a, int b)
+{
+	int n = 0;
+
+	if (peer_pfns(t))
+		return -1;
+	for (int i = a; i < b; i++) {
+		uint64_t pfn = pfn_of(mem + i * psize);
+
+		if (pfn && pfn == t->pfn[i] && is_ksm(mem + i * psize))
+			n++;
+	}
+	return n;
+}
+
+static int shared(char *mem, struct peer *t)
+{
+	return shared_range(mem, t, 0, NP);
+}
+
+/* Pages [a, b) of p that hold the seed's content. */
+static int good_range(const char *p, uint64_t seed, int a, int b)
+{
+	int n = 0;
+
+	for (int i = a; i < b; i++)
+		n += page_is(p + i * psize, i, seed, 0);
+	return n;
+}
+
+static bool have_swap(void)
+{
+	char buf[256] = "";
+
+	read_str("/proc/swaps", buf, sizeof(buf));
+	return strchr(buf, '\n') && strchr(buf, '\n')[1];
+}
+
+static bool have_memcg(void)
+{
+	char buf[256] = "";
+
+	read_str(CG "/cgroup.controllers", buf, sizeof(buf));
+	if (!strstr(buf, "memory"))
+		return false;
+	write_str(CG "/cgroup.subtree_control", "+memory");
+	return true;
+}
+
+/* Make cgroup CG/name (fresh) and return the path of its cgroup.procs. */
+static const char *cg_make(const char *name, char *procs, size_t len)
+{
+	char dir[128];
+
+	snprintf(dir, sizeof(dir), CG "/%s", name);
+	rmdir(dir);
+	if (mkdir(dir, 0755))
+		return NULL;
+	snprintf(procs, len, "%s/cgroup.procs", dir);
+	return procs;
+}
+
+static void cg_remove(const char *name)
+{
+	char dir[128];
+
+	snprintf(dir, sizeof(dir), CG "/%s", name);
+	rmdir(dir);
+}
+
+static long cg_stat(const char *name, const char *key)
+{
+	char path[160], k[64];
+	long v, found = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), CG "/%s/memory.stat", name);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fscanf(f, "%63s %ld", k, &v) == 2)
+		if (!strcmp(k, key))
+			found = v;
+	fclose(f);
+	return found;
+}
+
+static long cg_read(const char *name, const char *file, const char *key)
+{
+	char path[160], k[64];
+	long v, found = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), CG "/%s/%s", name, file);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fscanf(f, "%63s %ld", k, &v) == 2)
+		if (!strcmp(k, key))
+			found = v;
+	fclose(f);
+	return found;
+}
+
+static int nr_nodes(void)
+{
+	int n = 0;
+	char path[64];
+
+	for (;;) {
+		snprintf(path, sizeof(path), "/sys/devices/system/node/node%d",
+			 n);
+		if (access(path, F_OK))
+			return n;
+		n++;
+	}
+}
+
+static time_t now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec;
+}
+
+FIXTURE(mx) {
+	char *mem;
+	size_t len;
+	struct peer peer[2];
+	struct knobs knobs;
+};
+
+FIXTURE_SETUP(mx)
+{
+	psize = getpagesize();
+	if (getuid())
+		SKIP(return, "needs root for PFNs and KSM knobs");
+	if (upm_counter("calls") < 0)
+		SKIP(return, "no /sys/kernel/mm/upm: no CONFIG_UPM");
+	knobs_save(&self->knobs);
+	/* ksmd off unless a case turns it on */
+	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/run", "0"));
+	self->len = NP * psize;
+	self->mem = map_anon(NP);
+	ASSERT_NE(NULL, self->mem);
+	memset(self->peer, 0, sizeof(self->peer));
+}
+
+FIXTURE_TEARDOWN(mx)
+{
+	for (int i = 0; i < 2; i++)
+		if (self->peer[i].pid)
+			peer_stop(&self->peer[i]);
+	if (self->mem)
+		munmap(self->mem, self->len);
+	knobs_restore(&self->knobs);
+}
+
+/* Merge self->mem (seed) with peer 0: every page shared afterwards. */
+#define merge_with_peer(self, seed) do {				\
+	ASSERT_EQ(0, peer_start(&(self)->peer[0], seed, true, NULL));	\
+	fill((self)->mem, NP, seed);					\
+	ASSERT_EQ(0, madvise((self)->mem, NP * psize,			\
+			     MADV_UPM_MERGEABLE));			\
+	ASSERT_EQ(NP, shared((self)->mem, &(self)->peer[0]));		\
+} while (0)
+
+/* fork after merge: each side sees only its own writes. */
+TEST_F(mx, fork_after_merge)
+{
+	int status;
+	pid_t pid;
+
+	merge_with_peer(self, 101);
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (!pid) {
+		int bad = 0;
+
+		memset(self->mem, 0xc1, 16 * psize);
+		for (int i = 0; i < 16; i++)
+			bad += !page_is(self->mem + i * psize, i, 0, 0xc1);
+		bad += 48 - good_range(self->mem, 101, 16, NP);
+		/* the child maps the same frames as the peer */
+		bad += 48 - shared_range(self->mem, &self->peer[0], 16, NP);
+		_exit(bad ? 1 : 0);
+	}
+	memset(self->mem + 16 * psize, 0xd1, 16 * psize);
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
+	EXPECT_EQ(16, good_range(self->mem, 101, 0, 16));
+	for (int i = 16; i < 32; i++)
+		EXPECT_TRUE(page_is(self->mem + i * psize, i, 0, 0xd1));
+	EXPECT_EQ(32, good_range(self->mem, 101, 32, NP));
+	EXPECT_EQ(16, shared_range(self->mem, &self->peer[0], 0, 16));
+	EXPECT_EQ(32, shared_range(self->mem, &self->peer[0], 32, NP));
+	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
+}
+
+/* munmap of the middle of a merged range leaves the rest shared. */
+TEST_F(mx, munmap_part)
+{
+	merge_with_peer(self, 102);
+	ASSERT_EQ(0, munmap(self->mem + 16 * psize, 16 * psize));
+	EXPECT_EQ(16, good_range(self->mem, 102, 0, 16));
+	EXPECT_EQ(32, good_range(self->mem, 102, 32, NP));
+	EXPECT_EQ(16, shared_range(self->mem, &self->peer[0], 0, 16));
+	EXPECT_EQ(32, shared_range(self->mem, &self->peer[0], 32, NP));
+	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
+	/* advising across the hole fails and changes nothing */
+	EXPECT_EQ(-1, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(ENOMEM, errno);
+	EXPECT_EQ(48, shared_range(self->mem, &self->peer[0], 0, 16) +
+		  shared_range(self->mem, &self->peer[0], 32, NP));
+}
+
+/* mremap move keeps the frames; grow adds pages that merge later. */
+TEST_F(mx, mremap_move_and_grow)
+{
+	long merged, skipped;
+	char *hole, *p;
+
+	merge_with_peer(self, 103);
+	hole = mmap(NULL, 4 * NP * psize, PROT_NONE,
+		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, hole);
+	p = mremap(self->mem, NP * psize, NP * psize,
+		   MREMAP_MAYMOVE | MREMAP_FIXED, hole);
+	ASSERT_EQ(hole, p);
+	munmap(hole + NP * psize, 3 * NP * psize);
+	self->mem = p;
+	EXPECT_EQ(NP, good_range(p, 103, 0, NP));
+	EXPECT_EQ(NP, shared(p, &self->peer[0]));
+
+	p = mremap(p, NP * psize, 2 * NP * psize, MREMAP_MAYMOVE);
+	ASSERT_NE(MAP_FAILED, p);
+	self->mem = p;
+	self->len = 2 * NP * psize;
+	EXPECT_EQ(NP, good_range(p, 103, 0, NP));
+	EXPECT_EQ(NP, shared(p, &self->peer[0]));
+	/* advising the grown range again: old half already KSM */
+	merged = upm_counter("pages_merged");
+	skipped = upm_counter("skipped_ksm");
+	ASSERT_EQ(0, madvise(p, 2 * NP * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(0, upm_counter("pages_merged") - merged);
+	EXPECT_EQ(NP, upm_counter("skipped_ksm") - skipped);
+	/* the new half, once it holds the peer's content, merges with it */
+	fill(p + NP * psize, NP, 103);
+	ASSERT_EQ(0, madvise(p, 2 * NP * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(NP, shared(p + NP * psize, &self->peer[0]));
+	EXPECT_EQ(NP, good_range(p + NP * psize, 103, 0, NP));
+	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
+}
+
+/* mprotect read-only, none and back: sharing and content survive. */
+TEST_F(mx, mprotect_cycle)
+{
+	long merged;
+
+	merge_with_peer(self, 104);
+	ASSERT_EQ(0, mprotect(self->mem, NP * psize, PROT_READ));
+	EXPECT_EQ(NP, good_range(self->mem, 104, 0, NP));
+	merged = upm_counter("pages_merged");
+	EXPECT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(0, upm_counter("pages_merged") - merged);
+	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
+	ASSERT_EQ(0, mprotect(self->mem, NP * psize, PROT_NONE));
+	/* documented: PROT_NONE ranges are accepted */
+	EXPECT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
+	ASSERT_EQ(0, mprotect(self->mem, NP * psize, PROT_READ | PROT_WRITE));
+	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
+	EXPECT_EQ(NP, good_range(self->mem, 104, 0, NP));
+	self->mem[5 * psize] ^= 1;
+	EXPECT_EQ(NP - 1, shared(self->mem, &self->peer[0]));
+	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
+}
+
+/* A range whose pages were merged while PROT_NONE reads them back. */
+TEST_F(mx, advise_prot_none_merges)
+{
+	ASSERT_EQ(0, peer_start(&self->peer[0], 105, true, NULL));
+	fill(self->mem, NP, 105);
+	ASSERT_EQ(0, mprotect(self->mem, NP * psize, PROT_NONE));
+	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
+	ASSERT_EQ(0, mprotect(self->mem, NP * psize, PROT_READ | PROT_WRITE));
+	EXPECT_EQ(NP, good_range(self->mem, 105, 0, NP));
+	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
+}
+
+/* MADV_DONTNEED drops this mapping only; MADV_FREE keeps or zeroes. */
+TEST_F(mx, dontneed_and_free)
+{
+	merge_with_peer(self, 106);
+	ASSERT_EQ(0, madvise(self->mem, 16 * psize, MADV_DONTNEED));
+	for (int i = 0; i < 16; i++)
+		EXPECT_EQ(0, pfn_of(self->mem + i * psize));
+	for (int i = 0; i < 16; i++)
+		EXPECT_TRUE(is_zero_page_content(self->mem + i * psize));
+	ASSERT_EQ(0, madvise(self->mem + 16 * psize, 16 * psize, MADV_FREE));
+	for (int i = 16; i < 32; i++) {
+		char *pg = self->mem + i * psize;
+
+		EXPECT_TRUE(page_is(pg, i, 106, 0) || is_zero_page_content(pg));
+	}
+	EXPECT_EQ(32, shared_range(self->mem, &self->peer[0], 32, NP));
+	EXPECT_EQ(32, good_range(self->mem, 106, 32, NP));
+	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
+}
+
+/* Advising a merged range again counts nothing twice. */
+TEST_F(mx, advise_again_no_double_count)
+{
+	long sharing, shared_pages, mine, merged, entries, skipped;
+
+	merge_with_peer(self, 107);
+	sharing = ksm_counter("pages_sharing");
+	shared_pages = ksm_counter("pages_shared");
+	mine = read_ksm_stat("ksm_merging_pages");
+	merged = upm_counter("pages_merged");
+	entries = upm_counter("index_entries");
+	skipped = upm_counter("skipped_ksm");
+	for (int r = 0; r < 2; r++)
+		ASSERT_EQ(0, madvise(self->mem, NP * psize,
+				     MADV_UPM_MERGEABLE));
+	EXPECT_EQ(sharing, ksm_counter("pages_sharing"));
+	EXPECT_EQ(shared_pages, ksm_counter("pages_shared"));
+	EXPECT_EQ(mine, read_ksm_stat("ksm_merging_pages"));
+	EXPECT_EQ(merged, upm_counter("pages_merged"));
+	EXPECT_EQ(entries, upm_counter("index_entries"));
+	EXPECT_EQ(2 * NP, upm_counter("skipped_ksm") - skipped);
+	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
+}
+
+/* MADV_PAGEOUT: shared pages stay; a sole mapper's KSM pages swap. */
+TEST_F(mx, pageout_merged)
+{
+	int swapped = 0;
+
+	if (!have_swap())
+		SKIP(return, "no swap (the test guest sets up zram swap)");
+	merge_with_peer(self, 108);
+	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_PAGEOUT));
+	EXPECT_EQ(NP, good_range(self->mem, 108, 0, NP));
+	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
+	/* the peer leaves: this process alone maps the KSM pages now */
+	ASSERT_EQ(0, peer_stop(&self->peer[0]));
+	for (int i = 0; i < NP; i++)
+		EXPECT_TRUE(is_ksm(self->mem + i * psize));
+	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_PAGEOUT));
+	for (int i = 0; i < NP; i++)
+		swapped += !!(pagemap_of(self->mem + i * psize) & PM_SWAP);
+	EXPECT_LT(0, swapped);
+	TH_LOG("%d of %d KSM pages swapped out", swapped, NP);
+	EXPECT_EQ(NP, good_range(self->mem, 108, 0, NP));
+}
+
+/*
+ * Reclaim of a memory cgroup swaps out pages shared by two processes;
+ * one swaps them in while the other writes, both read correct content.
+ */
+TEST_F(mx, swap_shared_pages)
+{
+	char procs[160];
+	int swapped = 0;
+	long peer_swapped;
+
+	if (!have_swap())
+		SKIP(return, "no swap (the test guest sets up zram swap)");
+	if (!have_memcg())
+		SKIP(return, "no cgroup2 memory controller at " CG);
+	ASSERT_NE(NULL, cg_make("upm-mx-swap", procs, sizeof(procs)));
+	ASSERT_EQ(0, write_str(procs, "0"));
+	merge_with_peer(self, 109);
+	write_str(CG "/upm-mx-swap/memory.reclaim", "256M");
+	for (int i = 0; i < NP; i++)
+		swapped += !!(pagemap_of(self->mem + i * psize) & PM_SWAP);
+	peer_swapped = peer_call(&self->peer[0], OP_SWAPPED, 0, 0, 0);
+	TH_LOG("swapped out: %d here, %ld in the peer", swapped, peer_swapped);
+	EXPECT_LT(0, swapped);
+	EXPECT_LT(0, peer_swapped);
+	/* the peer writes half its pages while this process swaps in */
+	ASSERT_EQ(0, peer_send(&self->peer[0], OP_WRITE, 0, NP / 2, 0x77));
+	EXPECT_EQ(NP, good_range(self->mem, 109, 0, NP));
+	EXPECT_EQ(0, peer_wait(&self->peer[0]));
+	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
+	EXPECT_EQ(NP, good_range(self->mem, 109, 0, NP));
+	/* swapped-in pages can be merged again */
+	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(NP / 2, shared_range(self->mem, &self->peer[0], NP / 2, NP));
+	peer_stop(&self->peer[0]);
+	write_str(CG "/cgroup.procs", "0");
+	cg_remove("upm-mx-swap");
+}
+
+/* move_pages and mbind migrate merged pages; sharing survives. */
+TEST_F(mx, migrate_merged)
+{
+	void *pages[NP];
+	int nodes[NP], status[NP];
+	unsigned long mask = 1;
+	long r;
+
+	if (nr_nodes() < 2)
+		SKIP(return, "one NUMA node (the test guest boots with NUMA=2)");
+	merge_with_peer(self, 110);
+	for (int i = 0; i < NP; i++) {
+		pages[i] = self->mem + i * psize;
+		nodes[i] = 1;
+		status[i] = -1;
+	}
+	r = syscall(__NR_move_pages, 0, NP, pages, nodes, status,
+		    MX_MPOL_MF_MOVE_ALL);
+	ASSERT_EQ(0, r);
+	for (int i = 0; i < NP; i++)
+		EXPECT_EQ(1, status[i]);
+	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
+	EXPECT_EQ(NP, good_range(self->mem, 110, 0, NP));
+	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
+
+	/* mbind back to node 0, moving pages mapped by others too */
+	r = syscall(__NR_mbind, self->mem, NP * psize, MX_MPOL_BIND, &mask,
+		    sizeof(mask) * 8, MX_MPOL_MF_MOVE_ALL);
+	ASSERT_EQ(0, r);
+	r = syscall(__NR_move_pages, 0, NP, pages, NULL, status, 0);
+	ASSERT_EQ(0, r);
+	for (int i = 0; i < NP; i++)
+		EXPECT_EQ(0, status[i]);
+	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
+	EXPECT_EQ(NP, good_range(self->mem, 110, 0, NP));
+	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
+	syscall(__NR_mbind, self->mem, NP * psize, MX_MPOL_DEFAULT, NULL, 0, 0);
+}
+
+static atomic_int stop_flag;
+
+static void *compact_loop(void *arg)
+{
+	while (!stop_flag)
+		write_str("/proc/sys/vm/compact_memory", "1");
+	return NULL;
+}
+
+/* Compaction running while advise calls merge. */
+TEST_F(mx, compact_while_advising)
+{
+	time_t end = now() + RACE_SECS;
+	pthread_t th;
+	int rounds = 0;
+
+	if (access("/proc/sys/vm/compact_memory", W_OK))
+		SKIP(return, "no /proc/sys/vm/compact_memory");
+	stop_flag = 0;
+	ASSERT_EQ(0, pthread_create(&th, NULL, compact_loop, NULL));
+	while (now() < end || rounds < 2) {
+		uint64_t seed = 1100 + rounds;
+
+		ASSERT_EQ(0, peer_start(&self->peer[0], seed, true, NULL));
+		fill(self->mem, NP, seed);
+		ASSERT_EQ(0, madvise(self->mem, NP * psize,
+				     MADV_UPM_MERGEABLE));
+		EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
+		EXPECT_EQ(NP, good_range(self->mem, seed, 0, NP));
+		EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
+		EXPECT_EQ(0, peer_stop(&self->peer[0]));
+		rounds++;
+	}
+	stop_flag = 1;
+	pthread_join(th, NULL);
+	TH_LOG("%d rounds", rounds);
+}
+
+/* Two 2 MiB aligned ranges of one process with the same content. */
+static char *thp_pair(char **raw, size_t thp)
+{
+	char *a;
+
+	*raw = mmap(NULL, 3 * thp, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (*raw == MAP_FAILED)
+		return NULL;
+	a = (char *)(((uintptr_t)*raw + thp - 1) & ~(thp - 1));
+	if (madvise(a, 2 * thp, MADV_HUGEPAGE))
+		return NULL;
+	fill(a, thp / psize, 111);
+	fill(a + thp, thp / psize, 111);
+	return a;
+}
+
+static int pair_shared(char *a, size_t thp)
+{
+	int n = 0;
+
+	for (size_t i = 0; i < thp; i += psize) {
+		uint64_t pfn = pfn_of(a + i);
+
+		n += pfn && pfn == pfn_of(a + thp + i) && is_ksm(a + i);
+	}
+	return n;
+}
+
+/* MADV_COLLAPSE and khugepaged over merged ranges. */
+TEST_F(mx, thp_collapse_merged)
+{
+	size_t thp = 2UL << 20, n = thp / getpagesize();
+	const char *kh = "/sys/kernel/mm/transparent_hugepage/khugepaged/";
+	char path[160], old_sleep[32] = "";
+	long scans;
+	time_t end;
+	char *raw, *a;
+	int r;
+
+	a = thp_pair(&raw, thp);
+	if (!a)
+		SKIP(return, "no THP support");
+	ASSERT_EQ(0, madvise(a, 2 * thp, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(n, pair_shared(a, thp));
+
+	r = madvise(a, thp, MADV_COLLAPSE);
+	TH_LOG("MADV_COLLAPSE on a merged range: %d (%s)", r,
+	       r ? strerror(errno) : "collapsed");
+	EXPECT_TRUE(same_as(a, n, 111));
+	EXPECT_TRUE(same_as(a + thp, n, 111));
+	for (size_t i = 0; i < thp; i += psize)
+		EXPECT_TRUE(is_ksm(a + thp + i));
+	if (!r)
+		EXPECT_TRUE(read_kpageflags(pfn_of(a)) & (1ULL << KPF_THP));
+	/* advising again (splitting a collapsed THP) merges everything */
+	ASSERT_EQ(0, madvise(a, 2 * thp, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(n, pair_shared(a, thp));
+
+	/* khugepaged at full speed over the merged pair */
+	snprintf(path, sizeof(path), "%sscan_sleep_millisecs", kh);
+	read_str(path, old_sleep, sizeof(old_sleep));
+	snprintf(path, sizeof(path), "%sfull_scans", kh);
+	scans = read_ulong(path);
+	if (scans < 0)
+		SKIP(goto out, "no khugepaged");
+	snprintf(path, sizeof(path), "%sscan_sleep_millisecs", kh);
+	write_str(path, "0");
+	snprintf(path, sizeof(path), "%sfull_scans", kh);
+	end = now() + 60;
+	while (read_ulong(path) < scans + 2 && now() < end)
+		usleep(100000);
+	TH_LOG("khugepaged full scans: %ld", read_ulong(path) - scans);
+	EXPECT_TRUE(same_as(a, n, 111));
+	EXPECT_TRUE(same_as(a + thp, n, 111));
+	ASSERT_EQ(0, madvise(a, 2 * thp, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(n, pair_shared(a, thp));
+	snprintf(path, sizeof(path), "%sscan_sleep_millisecs", kh);
+	if (old_sleep[0])
+		write_str(path, old_sleep);
+out:
+	munmap(raw, 3 * thp);
+}
+
+struct thp_race {
+	char *a;
+	size_t len;
+};
+
+static void *collapse_loop(void *arg)
+{
+	struct thp_race *t = arg;
+
+	while (!stop_flag)
+		madvise(t->a, t->len, MADV_COLLAPSE);
+	return NULL;
+}
+
+/* THPs collapsed by one thread while another advises and splits them. */
+TEST_F(mx, thp_split_during_advise)
+{
+	size_t thp = 2UL << 20, n = thp / getpagesize();
+	time_t end = now() + RACE_SECS;
+	struct thp_race t;
+	pthread_t th;
+	char *raw, *a;
+	int rounds = 0;
+
+	a = thp_pair(&raw, thp);
+	if (!a)
+		SKIP(return, "no THP support");
+	t.a = a;
+	t.len = 2 * thp;
+	stop_flag = 0;
+	ASSERT_EQ(0, pthread_create(&th, NULL, collapse_loop, &t));
+	while (now() < end || rounds < 2) {
+		EXPECT_EQ(0, madvise(a, 2 * thp, MADV_UPM_MERGEABLE));
+		/* a write breaks sharing and invites another collapse */
+		a[rounds % n * psize] ^= 1;
+		a[rounds % n * psize] ^= 1;
+		rounds++;
+	}
+	stop_flag = 1;
+	pthread_join(th, NULL);
+	EXPECT_TRUE(same_as(a, n, 111));
+	EXPECT_TRUE(same_as(a + thp, n, 111));
+	ASSERT_EQ(0, madvise(a, 2 * thp, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(n, pair_shared(a, thp));
+	TH_LOG("%d rounds", rounds);
+	munmap(raw, 3 * thp);
+}
+
+/* mlock then advise merges; munlock keeps it; mlock again is safe. */
+TEST_F(mx, mlock_merged)
+{
+	ASSERT_EQ(0, peer_start(&self->peer[0], 112, true, NULL));
+	fill(self->mem, NP, 112);
+	ASSERT_EQ(0, mlock(self->mem, NP * psize));
+	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
+	ASSERT_EQ(0, munlock(self->mem, NP * psize));
+	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
+	EXPECT_EQ(NP, good_range(self->mem, 112, 0, NP));
+	/*
+	 * mlock of a merged writable private range faults every page in
+	 * for writing (populate breaks COW): this process gets private
+	 * copies, the peer keeps its frames and bytes.
+	 */
+	ASSERT_EQ(0, mlock(self->mem, NP * psize));
+	EXPECT_EQ(0, shared(self->mem, &self->peer[0]));
+	for (int i = 0; i < NP; i++)
+		EXPECT_FALSE(is_ksm(self->mem + i * psize));
+	EXPECT_EQ(NP, good_range(self->mem, 112, 0, NP));
+	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
+	/* advising the locked range merges it again */
+	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
+	ASSERT_EQ(0, munlock(self->mem, NP * psize));
+	EXPECT_EQ(NP, good_range(self->mem, 112, 0, NP));
+}
+
+/* A userfaultfd-registered (missing mode) range merges like any other. */
+TEST_F(mx, userfaultfd_range)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register reg = { 0 };
+	int uffd;
+
+	uffd = syscall(__NR_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (uffd < 0)
+		SKIP(return, "no userfaultfd: %s", strerror(errno));
+	ASSERT_EQ(0, ioctl(uffd, UFFDIO_API, &api));
+	ASSERT_EQ(0, peer_start(&self->peer[0], 113, true, NULL));
+	fill(self->mem, NP, 113);
+	reg.range.start = (uintptr_t)self->mem;
+	reg.range.len = NP * psize;
+	reg.mode = UFFDIO_REGISTER_MODE_MISSING;
+	ASSERT_EQ(0, ioctl(uffd, UFFDIO_REGISTER, &reg));
+	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
+	self->mem[psize] ^= 1;
+	self->mem[psize] ^= 1;
+	EXPECT_EQ(NP - 1, shared(self->mem, &self->peer[0]));
+	EXPECT_EQ(NP, good_range(self->mem, 113, 0, NP));
+	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
+	close(uffd);
+}
+
+/* Pages held by a pipe through vmsplice are not merged while held. */
+TEST_F(mx, vmsplice_held_not_merged)
+{
+	struct iovec iov = { .iov_base = NULL, .iov_len = 16 * psize };
+	char *buf = malloc(16 * psize);
+	int fds[2];
+	ssize_t got = 0, r;
+
+	ASSERT_NE(NULL, buf);
+	ASSERT_EQ(0, pipe(fds));
+	ASSERT_EQ(0, peer_start(&self->peer[0], 114, true, NULL));
+	fill(self->mem, NP, 114);
+	iov.iov_base = self->mem;
+	ASSERT_EQ(16 * psize, vmsplice(fds[1], &iov, 1, 0));
+	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(0, shared_range(self->mem, &self->peer[0], 0, 16));
+	EXPECT_EQ(NP - 16, shared_range(self->mem, &self->peer[0], 16, NP));
+	while (got < (ssize_t)(16 * psize)) {
+		r = read(fds[0], buf + got, 16 * psize - got);
+		ASSERT_LT(0, r);
+		got += r;
+	}
+	EXPECT_EQ(16, good_range(buf, 114, 0, 16));
+	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
+	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
+	close(fds[0]);
+	close(fds[1]);
+	free(buf);
+}
+
+/* Pages pinned (FOLL_PIN | FOLL_LONGTERM, as O_DIRECT) are never merged. */
+TEST_F(mx, pinned_never_merged)
+{
+	struct pin_longterm_test pin = { 0 };
+	long pinned;
+	int fd;
+
+	fd = open("/sys/kernel/debug/gup_test", O_RDWR);
+	if (fd < 0)
+		SKIP(return, "no /sys/kernel/debug/gup_test (CONFIG_GUP_TEST)");
+	ASSERT_EQ(0, peer_start(&self->peer[0], 115, true, NULL));
+	fill(self->mem, NP, 115);
+	pin.addr = (uintptr_t)self->mem;
+	pin.size = 16 * psize;
+	pin.flags = PIN_LONGTERM_TEST_FLAG_USE_WRITE;
+	ASSERT_EQ(0, ioctl(fd, PIN_LONGTERM_TEST_START, &pin));
+	pinned = upm_counter("skipped_pinned");
+	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(16, upm_counter("skipped_pinned") - pinned);
+	EXPECT_EQ(0, shared_range(self->mem, &self->peer[0], 0, 16));
+	for (int i = 0; i < 16; i++)
+		EXPECT_FALSE(is_ksm(self->mem + i * psize));
+	EXPECT_EQ(NP - 16, shared_range(self->mem, &self->peer[0], 16, NP));
+	ASSERT_EQ(0, ioctl(fd, PIN_LONGTERM_TEST_STOP));
+	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
+	EXPECT_EQ(NP, good_range(self->mem, 115, 0, NP));
+	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
+	close(fd);
+}
+
+/*
+ * Memory cgroups: a merged page is charged once (to one of the groups);
+ * a sharer that leaves its group, or is OOM-killed in its group, leaves
+ * the others correct and sharing.
+ */
+TEST_F(mx, memcg_sharers)
+{
+	char pa[160], pb[160], pc[160], pid_s[16], ok = 0;
+	long anon_a, anon_b;
+	int status, pfd[2];
+	pid_t pid;
+
+	if (!have_memcg())
+		SKIP(return, "no cgroup2 memory controller at " CG);
+	ASSERT_NE(NULL, cg_make("upm-mx-a", pa, sizeof(pa)));
+	ASSERT_NE(NULL, cg_make("upm-mx-b", pb, sizeof(pb)));
+	ASSERT_NE(NULL, cg_make("upm-mx-c", pc, sizeof(pc)));
+	ASSERT_EQ(0, peer_start(&self->peer[0], 116, true, pa));
+	ASSERT_EQ(0, peer_start(&self->peer[1], 116, true, pb));
+	for (int i = 0; i < NP; i++)
+		EXPECT_EQ(self->peer[0].pfn[i], self->peer[1].pfn[i]);
+	/* memcg statistics are flushed every 2 seconds */
+	sleep(3);
+	anon_a = cg_stat("upm-mx-a", "anon");
+	anon_b = cg_stat("upm-mx-b", "anon");
+	TH_LOG("anon charged: a %ld, b %ld bytes", anon_a, anon_b);
+	/* NP pages in two processes: charged once, not twice */
+	EXPECT_GE(anon_a + anon_b, (long)(NP * psize));
+	EXPECT_GT((long)(2 * NP * psize), anon_a + anon_b);
+
+	/* peer 0 leaves its group, which is then removed */
+	snprintf(pid_s, sizeof(pid_s), "%d", self->peer[0].pid);
+	ASSERT_EQ(0, write_str(CG "/cgroup.procs", pid_s));
+	EXPECT_EQ(0, rmdir(CG "/upm-mx-a"));
+	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
+	EXPECT_EQ(0, peer_mismatches(&self->peer[1]));
+	ASSERT_EQ(0, peer_pfns(&self->peer[0]));
+	ASSERT_EQ(0, peer_pfns(&self->peer[1]));
+	for (int i = 0; i < NP; i++) {
+		EXPECT_NE(0, self->peer[0].pfn[i]);
+		EXPECT_EQ(self->peer[0].pfn[i], self->peer[1].pfn[i]);
+	}
+
+	/* a third sharer in a small group merges, then is OOM-killed */
+	ASSERT_EQ(0, write_str(CG "/upm-mx-c/memory.max", "16M"));
+	write_str(CG "/upm-mx-c/memory.swap.max", "0");
+	ASSERT_EQ(0, pipe(pfd));
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (!pid) {
+		char *p, *hog;
+
+		close(pfd[0]);
+		if (write_str(pc, "0"))
+			_exit(1);
+		p = map_anon(NP);
+		if (!p)
+			_exit(1);
+		fill(p, NP, 116);
+		if (madvise(p, NP * psize, MADV_UPM_MERGEABLE))
+			_exit(2);
+		ok = is_ksm(p) && is_ksm(p + (NP - 1) * psize) ? 'y' : 'n';
+		if (write(pfd[1], &ok, 1) != 1)
+			_exit(3);
+		hog = mmap(NULL, 256UL << 20, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (hog == MAP_FAILED)
+			_exit(4);
+		for (size_t off = 0; off < (256UL << 20); off += psize)
+			hog[off] = 1;
+		_exit(5);
+	}
+	close(pfd[1]);
+	EXPECT_EQ(1, read(pfd[0], &ok, 1));
+	EXPECT_EQ('y', ok);
+	close(pfd[0]);
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+	EXPECT_LE(1, cg_read("upm-mx-c", "memory.events", "oom_kill"));
+	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
+	EXPECT_EQ(0, peer_mismatches(&self->peer[1]));
+	ASSERT_EQ(0, peer_pfns(&self->peer[0]));
+	ASSERT_EQ(0, peer_pfns(&self->peer[1]));
+	for (int i = 0; i < NP; i++) {
+		EXPECT_NE(0, self->peer[0].pfn[i]);
+		EXPECT_EQ(self->peer[0].pfn[i], self->peer[1].pfn[i]);
+	}
+	peer_stop(&self->peer[0]);
+	peer_stop(&self->peer[1]);
+	write_str(CG "/cgroup.procs", "0");
+	cg_remove("upm-mx-a");
+	cg_remove("upm-mx-b");
+	cg_remove("upm-mx-c");
+}
+
+/* More sharers of one content than max_page_sharing: a chain of copies. */
+TEST_F(mx, more_than_max_page_sharing)
+{
+	long max = ksm_counter("max_page_sharing"), chains;
+	int n, go[2], rep[2], distinct = 0, bad = 0, status;
+	uint64_t *pfn;
+	pid_t *pids;
+
+	if (max < 2 || max > 1000)
+		SKIP(return, "max_page_sharing is %ld", max);
+	n = max + 44;
+	pfn = calloc(n, sizeof(*pfn));
+	pids = calloc(n, sizeof(*pids));
+	ASSERT_TRUE(pfn && pids);
+	ASSERT_EQ(0, pipe(go));
+	ASSERT_EQ(0, pipe(rep));
+	for (int i = 0; i < n; i++) {
+		pids[i] = fork();
+		ASSERT_LE(0, pids[i]);
+		if (!pids[i]) {
+			uint64_t v[2];
+			char *p = map_anon(1);
+			char c;
+
+			close(go[1]);
+			fill(p, 1, 117);
+			v[0] = i;
+			v[1] = madvise(p, psize, MADV_UPM_MERGEABLE) ? 0 :
+			       (is_ksm(p) ? pfn_of(p) : 0);
+			if (write(rep[1], v, sizeof(v)) != sizeof(v))
+				_exit(3);
+			while (read(go[0], &c, 1) > 0)
+				;
+			_exit(same_as(p, 1, 117) ? 0 : 1);
+		}
+	}
+	close(go[0]);
+	close(rep[1]);
+	for (int i = 0; i < n; i++) {
+		uint64_t v[2];
+
+		ASSERT_EQ(sizeof(v), read(rep[0], v, sizeof(v)));
+		pfn[v[0]] = v[1];
+	}
+	chains = ksm_counter("stable_node_chains");
+	for (int i = 0; i < n; i++) {
+		int users = 0, first = 1;
+
+		EXPECT_NE(0, pfn[i]);
+		for (int j = 0; j < n; j++) {
+			if (pfn[j] == pfn[i])
+				users++;
+			if (j < i && pfn[j] == pfn[i])
+				first = 0;
+		}
+		if (first && pfn[i]) {
+			distinct++;
+			EXPECT_GE(max, users);
+			if (users > max)
+				bad++;
+		}
+	}
+	TH_LOG("%d sharers on %d frames, %ld chains", n, distinct, chains);
+	EXPECT_LE(2, distinct);
+	EXPECT_GT(n, distinct * 8);
+	EXPECT_LE(1, chains);
+	EXPECT_EQ(0, bad);
+	close(go[1]);
+	for (int i = 0; i < n; i++) {
+		ASSERT_EQ(pids[i], waitpid(pids[i], &status, 0));
+		EXPECT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
+	}
+	close(rep[0]);
+	free(pfn);
+	free(pids);
+}
+
+/* Races: advise against munmap/mremap of the same range by a thread. */
+struct race_ctx {
+	char *mem;
+	uint64_t seed;
+	time_t end;
+	int bad_errno, forks, bad_children;
+};
+
+static void *unmap_remap_loop(void *arg)
+{
+	struct race_ctx *c = arg;
+	char *tmp;
+	int i = 0;
+
+	while (now() < c->end) {
+		if (i++ & 1) {
+			munmap(c->mem + 8 * psize, 8 * psize);
+			mmap(c->mem + 8 * psize, 8 * psize,
+			     PROT_READ | PROT_WRITE,
+			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+		} else {
+			tmp = mremap(c->mem, NP * psize, NP * psize,
+				     MREMAP_MAYMOVE);
+			if (tmp == MAP_FAILED)
+				continue;
+			mremap(tmp, NP * psize, NP * psize,
+			       MREMAP_MAYMOVE | MREMAP_FIXED, c->mem);
+		}
+	}
+	return NULL;
+}
+
+TEST_F(mx, race_advise_munmap_mremap)
+{
+	struct race_ctx c = { .mem = self->mem, .seed = 118 };
+	pthread_t th;
+	int calls = 0;
+
+	ASSERT_EQ(0, peer_start(&self->peer[0], 118, true, NULL));
+	fill(self->mem, NP, 118);
+	c.end = now() + RACE_SECS;
+	ASSERT_EQ(0, pthread_create(&th, NULL, unmap_remap_loop, &c));
+	while (now() < c.end) {
+		if (madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE) &&
+		    errno != ENOMEM)
+			c.bad_errno++;
+		calls++;
+	}
+	pthread_join(th, NULL);
+	TH_LOG("%d advise calls", calls);
+	EXPECT_EQ(0, c.bad_errno);
+	/* the range is whole again: the untouched parts kept their bytes */
+	EXPECT_EQ(8, good_range(self->mem, 118, 0, 8));
+	EXPECT_EQ(NP - 16, good_range(self->mem, 118, 16, NP));
+	fill(self->mem, NP, 118);
+	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
+	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
+}
+
+static void *fork_loop(void *arg)
+{
+	struct race_ctx *c = arg;
+	int status;
+	pid_t pid;
+
+	while (now() < c->end) {
+		pid = fork();
+		if (pid < 0)
+			continue;
+		if (!pid)
+			_exit(same_as(c->mem, NP, c->seed) ? 0 : 1);
+		waitpid(pid, &status, 0);
+		c->forks++;
+		if (!WIFEXITED(status) || WEXITSTATUS(status))
+			c->bad_children++;
+	}
+	return NULL;
+}
+
+/* Advise and unmerge against fork and exit of the same mm. */
+TEST_F(mx, race_advise_fork_exit)
+{
+	struct race_ctx c = { .mem = self->mem, .seed = 119 };
+	pthread_t th;
+
+	ASSERT_EQ(0, peer_start(&self->peer[0], 119, true, NULL));
+	fill(self->mem, NP, 119);
+	c.end = now() + RACE_SECS;
+	ASSERT_EQ(0, pthread_create(&th, NULL, fork_loop, &c));
+	while (now() < c.end) {
+		EXPECT_EQ(0, madvise(self->mem, NP * psize,
+				     MADV_UPM_MERGEABLE));
+		EXPECT_EQ(0, madvise(self->mem, NP * psize, MADV_UNMERGEABLE));
+	}
+	pthread_join(th, NULL);
+	TH_LOG("%d children", c.forks);
+	EXPECT_LT(0, c.forks);
+	EXPECT_EQ(0, c.bad_children);
+	EXPECT_EQ(NP, good_range(self->mem, 119, 0, NP));
+	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
+}
+
+/* Two processes advise the same content at the same moment. */
+static void two_advisers(struct __test_metadata *_metadata,
+			 struct _test_data_mx *self, uint64_t seed)
+{
+	struct peer *a = &self->peer[0], *b = &self->peer[1];
+
+	ASSERT_EQ(0, peer_start(a, seed, false, NULL));
+	ASSERT_EQ(0, peer_start(b, seed, false, NULL));
+	ASSERT_EQ(0, peer_send(a, OP_ADVISE, 0, 0, 0));
+	ASSERT_EQ(0, peer_send(b, OP_ADVISE, 0, 0, 0));
+	EXPECT_EQ(0, peer_wait(a));
+	EXPECT_EQ(0, peer_wait(b));
+	ASSERT_EQ(0, peer_pfns(a));
+	ASSERT_EQ(0, peer_pfns(b));
+	for (int i = 0; i < NP; i++) {
+		EXPECT_NE(0, a->pfn[i]);
+		EXPECT_EQ(a->pfn[i], b->pfn[i]);
+	}
+	EXPECT_EQ(0, peer_mismatches(a));
+	EXPECT_EQ(0, peer_mismatches(b));
+	EXPECT_EQ(0, peer_stop(a));
+	EXPECT_EQ(0, peer_stop(b));
+}
+
+TEST_F(mx, race_two_advisers)
+{
+	time_t end = now() + RACE_SECS;
+	int rounds = 0;
+
+	while (now() < end || rounds < 2)
+		two_advisers(_metadata, self, 1200 + rounds++);
+	TH_LOG("%d rounds", rounds);
+}
+
+TEST_F(mx, race_advisers_with_ksmd)
+{
+	time_t end = now() + RACE_SECS;
+	int rounds = 0;
+
+	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/sleep_millisecs", "0"));
+	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/pages_to_scan", "10000"));
+	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/run", "1"));
+	while (now() < end || rounds < 2)
+		two_advisers(_metadata, self, 1300 + rounds++);
+	TH_LOG("%d rounds", rounds);
+}
+
+static void *run2_loop(void *arg)
+{
+	while (!stop_flag) {
+		write_str("/sys/kernel/mm/ksm/run", "2");
+		write_str("/sys/kernel/mm/ksm/run", "0");
+	}
+	return NULL;
+}
+
+/* "echo 2 > ksm/run" in the middle of advise calls. */
+TEST_F(mx, race_ksm_run_2)
+{
+	time_t end = now() + RACE_SECS;
+	struct peer *a = &self->peer[0], *b = &self->peer[1];
+	pthread_t th;
+	int rounds = 0;
+
+	stop_flag = 0;
+	ASSERT_EQ(0, pthread_create(&th, NULL, run2_loop, NULL));
+	while (now() < end || rounds < 2) {
+		uint64_t seed = 1400 + rounds++;
+
+		ASSERT_EQ(0, peer_start(a, seed, false, NULL));
+		ASSERT_EQ(0, peer_start(b, seed, false, NULL));
+		ASSERT_EQ(0, peer_send(a, OP_ADVISE, 0, 0, 0));
+		ASSERT_EQ(0, peer_send(b, OP_ADVISE, 0, 0, 0));
+		EXPECT_EQ(0, peer_wait(a));
+		EXPECT_EQ(0, peer_wait(b));
+		EXPECT_EQ(0, peer_mismatches(a));
+		EXPECT_EQ(0, peer_mismatches(b));
+		EXPECT_EQ(0, peer_stop(a));
+		EXPECT_EQ(0, peer_stop(b));
+	}
+	stop_flag = 1;
+	pthread_join(th, NULL);
+	TH_LOG("%d rounds", rounds);
+	/* with run back at 0, advising merges again */
+	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/run", "0"));
+	two_advisers(_metadata, self, 1499);
+}
+
+TEST_HARNESS_MAIN
