@@ -31,7 +31,7 @@ static long busy(void)
 {
 	long sum = upm_counter("index_entries");
 
-	for (size_t i = 0; i < sizeof(gauges) / sizeof(gauges[0]); i++)
+	for (size_t i = 0; i < ARRAY_SIZE(gauges); i++)
 		sum += ksm_counter(gauges[i]);
 	return sum;
 }
@@ -62,7 +62,7 @@ TEST(counters_back_to_zero)
 	if (upm_counter("index_entries") < 0)
 		SKIP(return, "no /sys/kernel/mm/upm: no CONFIG_UPM");
 	settle();
-	for (size_t i = 0; i < sizeof(gauges) / sizeof(gauges[0]); i++) {
+	for (size_t i = 0; i < ARRAY_SIZE(gauges); i++) {
 		long v = ksm_counter(gauges[i]);
 
 		if (v < 0)
@@ -103,7 +103,7 @@ TEST(slab_caches_empty)
 	if (access("/sys/kernel/slab", F_OK))
 		SKIP(return, "no /sys/kernel/slab (CONFIG_SLUB_DEBUG, SYSFS)");
 	settle();
-	for (size_t i = 0; i < sizeof(caches) / sizeof(caches[0]); i++) {
+	for (size_t i = 0; i < ARRAY_SIZE(caches); i++) {
 		bool merged;
 		long n = cache_objects(caches[i], &merged);
 
