@@ -241,6 +241,13 @@ static void new_region(struct worker_thread *t, int r)
 
 static void do_op(struct worker_thread *t, bool in_child);
 
+/* Advise a whole region (so that its VMAs can merge into one). */
+static void whole(struct worker_thread *t, struct region *g, int r)
+{
+	if (madvise(g->addr, g->npages * psize, MADV_UPM_MERGEABLE))
+		error(t, "madvise(MADV_UPM_MERGEABLE) of a region", errno);
+}
+
 /* A child of this thread checks and changes its copy, then exits. */
 static void do_fork(struct worker_thread *t)
 {
@@ -280,7 +287,7 @@ static void do_op(struct worker_thread *t, bool in_child)
 {
 	int r = rnd(t, REGIONS), op, a, b, n;
 	struct region *g = &t->reg[r];
-	char *p;
+	char *p, *tmp;
 
 	n = g->npages;
 	a = rnd(t, n);
@@ -363,33 +370,43 @@ static void do_op(struct worker_thread *t, bool in_child)
 			error(t, "mprotect back", errno);
 		break;
 	case OP_MOVE:
+		/*
+		 * mremap wants one VMA; partial advice split the region, and
+		 * advising all of it lets the parts merge into one again.
+		 */
+		whole(t, g, r);
 		p = mmap(NULL, n * psize, PROT_NONE,
 			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (p == MAP_FAILED) {
 			error(t, "mmap", errno);
 			break;
 		}
-		p = mremap(g->addr, n * psize, n * psize,
-			   MREMAP_MAYMOVE | MREMAP_FIXED, p);
-		if (p == MAP_FAILED)
-			error(t, "mremap move", errno);
-		else
-			g->addr = p;
+		tmp = mremap(g->addr, n * psize, n * psize,
+			     MREMAP_MAYMOVE | MREMAP_FIXED, p);
+		if (tmp == MAP_FAILED) {
+			if (errno != EFAULT)
+				error(t, "mremap move", errno);
+			munmap(p, n * psize);
+		} else {
+			g->addr = tmp;
+		}
 		t->log[(t->seq - 1) % LOG_LEN].arg = (uintptr_t)g->addr;
 		break;
 	case OP_GROW:
+		whole(t, g, r);
 		if (n + 8 > MAX_PAGES) {
 			p = mremap(g->addr, n * psize, (n - 8) * psize, 0);
-			if (p == MAP_FAILED)
+			if (p == MAP_FAILED && errno != EFAULT)
 				error(t, "mremap shrink", errno);
-			else
+			else if (p != MAP_FAILED)
 				g->npages = n - 8;
 			break;
 		}
 		p = mremap(g->addr, n * psize, (n + 8) * psize,
 			   MREMAP_MAYMOVE);
 		if (p == MAP_FAILED) {
-			error(t, "mremap grow", errno);
+			if (errno != EFAULT)
+				error(t, "mremap grow", errno);
 			break;
 		}
 		g->addr = p;
@@ -424,7 +441,7 @@ static void do_op(struct worker_thread *t, bool in_child)
 static void *thread_main(void *arg)
 {
 	struct worker_thread *t = arg;
-	int lifetime = 2000 + rnd(t, 20000);
+	int lifetime = 100 + rnd(t, 400);
 
 	for (int r = 0; r < REGIONS; r++)
 		new_region(t, r);
