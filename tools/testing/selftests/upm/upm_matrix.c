@@ -650,9 +650,15 @@ TEST_F(mx, swap_shared_pages)
 	EXPECT_EQ(0, peer_wait(&self->peer[0]));
 	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
 	EXPECT_EQ(NP, good_range(self->mem, 109, 0, NP));
-	/* swapped-in pages can be merged again */
+	/*
+	 * As with ksmd, a KSM page read back from swap comes back as a
+	 * private page in each sharer; advising again merges them.
+	 */
 	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(0, peer_call(&self->peer[0], OP_ADVISE, 0, 0, 0));
 	EXPECT_EQ(NP / 2, shared_range(self->mem, &self->peer[0], NP / 2, NP));
+	EXPECT_EQ(NP, good_range(self->mem, 109, 0, NP));
+	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
 	peer_stop(&self->peer[0]);
 	write_str(CG "/cgroup.procs", "0");
 	cg_remove("upm-mx-swap");
