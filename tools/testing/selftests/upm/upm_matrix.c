@@ -357,6 +357,11 @@ static time_t now(void)
 	return ts.tv_sec;
 }
 
+/*
+ * Every case may take up to 300 s (TEST_F_TIMEOUT): under an emulated
+ * guest and the debug kernel, hundreds of forks or compaction passes take
+ * far longer than the harness's default 30 s. No case asserts on time.
+ */
 FIXTURE(mx) {
 	char *mem;
 	size_t len;
@@ -400,7 +405,7 @@ FIXTURE_TEARDOWN(mx)
 } while (0)
 
 /* fork after merge: each side sees only its own writes. */
-TEST_F(mx, fork_after_merge)
+TEST_F_TIMEOUT(mx, fork_after_merge, 300)
 {
 	int status;
 	pid_t pid;
@@ -432,7 +437,7 @@ TEST_F(mx, fork_after_merge)
 }
 
 /* munmap of the middle of a merged range leaves the rest shared. */
-TEST_F(mx, munmap_part)
+TEST_F_TIMEOUT(mx, munmap_part, 300)
 {
 	merge_with_peer(self, 102);
 	ASSERT_EQ(0, munmap(self->mem + 16 * psize, 16 * psize));
@@ -453,7 +458,7 @@ TEST_F(mx, munmap_part)
  * rule, so stale rmap addresses never meet new pages); content is kept
  * and advising the new address merges again. Grown pages merge later.
  */
-TEST_F(mx, mremap_move_and_grow)
+TEST_F_TIMEOUT(mx, mremap_move_and_grow, 300)
 {
 	char *hole, *p;
 
@@ -489,7 +494,7 @@ TEST_F(mx, mremap_move_and_grow)
 }
 
 /* mprotect read-only, none and back: sharing and content survive. */
-TEST_F(mx, mprotect_cycle)
+TEST_F_TIMEOUT(mx, mprotect_cycle, 300)
 {
 	long merged;
 
@@ -516,7 +521,7 @@ TEST_F(mx, mprotect_cycle)
  * Sealed memory (mseal) is not an error: as for MADV_MERGEABLE, sealing
  * forbids changing the mapping, not merging its pages.
  */
-TEST_F(mx, sealed_range_merges)
+TEST_F_TIMEOUT(mx, sealed_range_merges, 300)
 {
 	ASSERT_EQ(0, peer_start(&self->peer[0], 120, true, NULL));
 	fill(self->mem, NP, 120);
@@ -533,7 +538,7 @@ TEST_F(mx, sealed_range_merges)
 }
 
 /* A range whose pages were merged while PROT_NONE reads them back. */
-TEST_F(mx, advise_prot_none_merges)
+TEST_F_TIMEOUT(mx, advise_prot_none_merges, 300)
 {
 	ASSERT_EQ(0, peer_start(&self->peer[0], 105, true, NULL));
 	fill(self->mem, NP, 105);
@@ -546,7 +551,7 @@ TEST_F(mx, advise_prot_none_merges)
 }
 
 /* MADV_DONTNEED drops this mapping only; MADV_FREE keeps or zeroes. */
-TEST_F(mx, dontneed_and_free)
+TEST_F_TIMEOUT(mx, dontneed_and_free, 300)
 {
 	merge_with_peer(self, 106);
 	ASSERT_EQ(0, madvise(self->mem, 16 * psize, MADV_DONTNEED));
@@ -566,7 +571,7 @@ TEST_F(mx, dontneed_and_free)
 }
 
 /* Advising a merged range again counts nothing twice. */
-TEST_F(mx, advise_again_no_double_count)
+TEST_F_TIMEOUT(mx, advise_again_no_double_count, 300)
 {
 	long sharing, shared_pages, mine, merged, entries, skipped;
 
@@ -590,7 +595,7 @@ TEST_F(mx, advise_again_no_double_count)
 }
 
 /* MADV_PAGEOUT: shared pages stay; a sole mapper's KSM pages swap. */
-TEST_F(mx, pageout_merged)
+TEST_F_TIMEOUT(mx, pageout_merged, 300)
 {
 	int swapped = 0;
 
@@ -616,7 +621,7 @@ TEST_F(mx, pageout_merged)
  * Reclaim of a memory cgroup swaps out pages shared by two processes;
  * one swaps them in while the other writes, both read correct content.
  */
-TEST_F(mx, swap_shared_pages)
+TEST_F_TIMEOUT(mx, swap_shared_pages, 300)
 {
 	char procs[160];
 	int swapped = 0, r;
@@ -665,7 +670,7 @@ TEST_F(mx, swap_shared_pages)
 }
 
 /* move_pages and mbind migrate merged pages; sharing survives. */
-TEST_F(mx, migrate_merged)
+TEST_F_TIMEOUT(mx, migrate_merged, 300)
 {
 	void *pages[NP];
 	int nodes[NP], status[NP];
@@ -713,7 +718,7 @@ static void *compact_loop(void *arg)
 }
 
 /* Compaction running while advise calls merge. */
-TEST_F(mx, compact_while_advising)
+TEST_F_TIMEOUT(mx, compact_while_advising, 300)
 {
 	time_t end = now() + RACE_SECS;
 	pthread_t th;
@@ -771,7 +776,7 @@ static int pair_shared(char *a, size_t thp)
 }
 
 /* MADV_COLLAPSE and khugepaged over merged ranges. */
-TEST_F(mx, thp_collapse_merged)
+TEST_F_TIMEOUT(mx, thp_collapse_merged, 300)
 {
 	size_t thp = 2UL << 20, n = thp / getpagesize();
 	const char *kh = "/sys/kernel/mm/transparent_hugepage/khugepaged/";
@@ -840,7 +845,7 @@ static void *collapse_loop(void *arg)
 }
 
 /* THPs collapsed by one thread while another advises and splits them. */
-TEST_F(mx, thp_split_during_advise)
+TEST_F_TIMEOUT(mx, thp_split_during_advise, 300)
 {
 	size_t thp = 2UL << 20, n = thp / getpagesize();
 	time_t end = now() + RACE_SECS;
@@ -874,7 +879,7 @@ TEST_F(mx, thp_split_during_advise)
 }
 
 /* mlock then advise merges; munlock keeps it; mlock again is safe. */
-TEST_F(mx, mlock_merged)
+TEST_F_TIMEOUT(mx, mlock_merged, 300)
 {
 	ASSERT_EQ(0, peer_start(&self->peer[0], 112, true, NULL));
 	fill(self->mem, NP, 112);
@@ -903,7 +908,7 @@ TEST_F(mx, mlock_merged)
 }
 
 /* A userfaultfd-registered (missing mode) range merges like any other. */
-TEST_F(mx, userfaultfd_range)
+TEST_F_TIMEOUT(mx, userfaultfd_range, 300)
 {
 	struct uffdio_api api = { .api = UFFD_API };
 	struct uffdio_register reg = { 0 };
@@ -930,7 +935,7 @@ TEST_F(mx, userfaultfd_range)
 }
 
 /* Pages held by a pipe through vmsplice are not merged while held. */
-TEST_F(mx, vmsplice_held_not_merged)
+TEST_F_TIMEOUT(mx, vmsplice_held_not_merged, 300)
 {
 	struct iovec iov = { .iov_base = NULL, .iov_len = 16 * psize };
 	char *buf = malloc(16 * psize);
@@ -961,7 +966,7 @@ TEST_F(mx, vmsplice_held_not_merged)
 }
 
 /* Pages pinned (FOLL_PIN | FOLL_LONGTERM, as O_DIRECT) are never merged. */
-TEST_F(mx, pinned_never_merged)
+TEST_F_TIMEOUT(mx, pinned_never_merged, 300)
 {
 	struct pin_longterm_test pin = { 0 };
 	long pinned;
@@ -996,7 +1001,7 @@ TEST_F(mx, pinned_never_merged)
  * a sharer that leaves its group, or is OOM-killed in its group, leaves
  * the others correct and sharing.
  */
-TEST_F(mx, memcg_sharers)
+TEST_F_TIMEOUT(mx, memcg_sharers, 300)
 {
 	char pa[160], pb[160], pc[160], pid_s[16], ok = 0;
 	long anon_a, anon_b;
@@ -1087,7 +1092,7 @@ TEST_F(mx, memcg_sharers)
 }
 
 /* More sharers of one content than max_page_sharing: a chain of copies. */
-TEST_F(mx, more_than_max_page_sharing)
+TEST_F_TIMEOUT(mx, more_than_max_page_sharing, 300)
 {
 	long max = ksm_counter("max_page_sharing"), chains;
 	int n, go[2], rep[2], distinct = 0, bad = 0, status;
@@ -1195,7 +1200,7 @@ static void *unmap_remap_loop(void *arg)
 	return NULL;
 }
 
-TEST_F(mx, race_advise_munmap_mremap)
+TEST_F_TIMEOUT(mx, race_advise_munmap_mremap, 300)
 {
 	struct race_ctx c = { .mem = self->mem, .seed = 118 };
 	pthread_t th;
@@ -1244,7 +1249,7 @@ static void *fork_loop(void *arg)
 }
 
 /* Advise and unmerge against fork and exit of the same mm. */
-TEST_F(mx, race_advise_fork_exit)
+TEST_F_TIMEOUT(mx, race_advise_fork_exit, 300)
 {
 	struct race_ctx c = { .mem = self->mem, .seed = 119 };
 	pthread_t th;
@@ -1291,7 +1296,7 @@ static void two_advisers(struct __test_metadata *_metadata,
 	EXPECT_EQ(0, peer_stop(b));
 }
 
-TEST_F(mx, race_two_advisers)
+TEST_F_TIMEOUT(mx, race_two_advisers, 300)
 {
 	time_t end = now() + RACE_SECS;
 	int rounds = 0;
@@ -1301,7 +1306,7 @@ TEST_F(mx, race_two_advisers)
 	TH_LOG("%d rounds", rounds);
 }
 
-TEST_F(mx, race_advisers_with_ksmd)
+TEST_F_TIMEOUT(mx, race_advisers_with_ksmd, 300)
 {
 	time_t end = now() + RACE_SECS;
 	int rounds = 0;
@@ -1324,7 +1329,7 @@ static void *run2_loop(void *arg)
 }
 
 /* "echo 2 > ksm/run" in the middle of advise calls. */
-TEST_F(mx, race_ksm_run_2)
+TEST_F_TIMEOUT(mx, race_ksm_run_2, 300)
 {
 	time_t end = now() + RACE_SECS;
 	struct peer *a = &self->peer[0], *b = &self->peer[1];
