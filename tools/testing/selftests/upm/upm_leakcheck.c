@@ -28,10 +28,14 @@ static const char * const caches[] = {
 
 static long busy(void)
 {
-	long sum = upm_counter("index_entries");
+	long sum = upm_counter("index_entries"), v;
 
-	for (size_t i = 0; i < ARRAY_SIZE(gauges); i++)
-		sum += ksm_counter(gauges[i]);
+	for (size_t i = 0; i < ARRAY_SIZE(gauges); i++) {
+		v = ksm_counter(gauges[i]);
+		/* a gauge this kernel does not have reads as -1 */
+		if (v > 0)
+			sum += v;
+	}
 	return sum;
 }
 
