@@ -47,7 +47,7 @@ kinds() {
 echo "Cases by kind:"
 kinds "KUnit (upm_index)" 'kunit:'
 kinds "UPM functional (upm_tests)" 'upm_tests:'
-kinds "fault matrix (upm_matrix mx.*)" 'upm_matrix: [0-9]+ mx\.(fork|munmap|mremap|mprotect|advise|dontneed|pageout|swap|migrate|compact|thp|mlock|userfaultfd|vmsplice|pinned|memcg|more)'
+kinds "fault matrix (upm_matrix mx.*)" 'upm_matrix: [0-9]+ mx\.([^r]|r[^a]|ra[^c])'
 kinds "races (upm_matrix mx.race_*)" 'upm_matrix: [0-9]+ mx\.race_'
 kinds "bad input (upm_matrix bad.*)" 'upm_matrix: [0-9]+ bad\.'
 kinds "stress (upm_stress, stress-ng)" 'upm_stress [0-9]+s$|upm_stress next|stress-ng (madvise|not)'
