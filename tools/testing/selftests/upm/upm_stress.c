@@ -191,9 +191,8 @@ static int verify_region(struct worker_thread *t, int r)
 		t->pages_checked++;
 		if (s == g->sum[i])
 			continue;
-		say("# MISMATCH seed %llu worker %d thread %d region %d "
-		    "page %d (addr %p pfn %llx flags %llx): "
-		    "sum %llx, expected %llx\n",
+		say(
+		    "# MISMATCH seed %llu worker %d thread %d region %d page %d (addr %p pfn %llx flags %llx): sum %llx, expected %llx\n",
 		    (unsigned long long)seed, t->worker, t->index, r, i,
 		    g->addr + i * psize,
 		    (unsigned long long)pfn_of(g->addr + i * psize),
@@ -536,8 +535,9 @@ int main(int argc, char **argv)
 			nthreads = atoi(optarg);
 			break;
 		default:
-			fprintf(stderr, "usage: %s [-t seconds] [-s seed] "
-				"[-p workers] [-T threads]\n", argv[0]);
+			fprintf(stderr,
+				"usage: %s [-t seconds] [-s seed] [-p workers] [-T threads]\n",
+				argv[0]);
 			return 2;
 		}
 	}
@@ -559,8 +559,8 @@ int main(int argc, char **argv)
 		return 4;
 	}
 	setvbuf(stdout, NULL, _IONBF, 0);
-	printf("# upm_stress: seed %llu, %ld s, %d workers x %d threads "
-	       "(replay: upm_stress -s %llu -t %ld -p %d -T %d)\n",
+	printf(
+	       "# upm_stress: seed %llu, %ld s, %d workers x %d threads (replay: upm_stress -s %llu -t %ld -p %d -T %d)\n",
 	       (unsigned long long)seed, seconds, nworkers, nthreads,
 	       (unsigned long long)seed, seconds, nworkers, nthreads);
 	read_str("/sys/kernel/mm/ksm/run", old_run, sizeof(old_run));
@@ -629,13 +629,12 @@ int main(int argc, char **argv)
 	write_str("/sys/kernel/mm/ksm/run", old_run);
 	merged = upm_counter("pages_merged") - merged0;
 	stable = upm_counter("pages_stable_new") - stable0;
-	printf("# upm_stress: seed %llu: %d workers ran, %lu operations, "
-	       "%lu verifies of %lu pages, UPM merged %ld pages "
-	       "and entered %ld\n",
+	printf(
+	       "# upm_stress: seed %llu: %d workers ran, %lu operations, %lu verifies of %lu pages, UPM merged %ld pages and entered %ld\n",
 	       (unsigned long long)seed, spawned, total.ops, total.verifies,
 	       total.pages_checked, merged, stable);
-	printf("upm_stress: %lu mismatches, %lu errors, %d bad worker exits "
-	       "(seed %llu)\n",
+	printf(
+	       "upm_stress: %lu mismatches, %lu errors, %d bad worker exits (seed %llu)\n",
 	       total.mismatches, total.errors, bad_exits,
 	       (unsigned long long)seed);
 	if (!merged) {
