@@ -1319,6 +1319,63 @@ TEST_F_TIMEOUT(mx, race_advise_fork_exit, 300)
 	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
 }
 
+struct zero_race {
+	char *mem;
+	time_t end;
+	int rounds;
+};
+
+static void *zero_map_unmap_loop(void *arg)
+{
+	struct zero_race *z = arg;
+
+	while (now() < z->end) {
+		/* private pages of zeroes; advise maps the KSM zero page */
+		memset(z->mem, 1, NP * psize);
+		memset(z->mem, 0, NP * psize);
+		madvise(z->mem, NP * psize, MADV_UPM_MERGEABLE);
+		/* a write to a KSM zero page unmaps it again */
+		for (int i = 0; i < NP; i++)
+			z->mem[i * psize] = 1;
+		z->rounds++;
+	}
+	return NULL;
+}
+
+/*
+ * fork() while another thread maps and unmaps KSM zero pages: once every
+ * process has unmapped them, ksm_zero_pages must be back where it was.
+ * The child's count is copied with the mm before fork takes the parent's
+ * mmap lock, so a zero page mapped or unmapped in that window would be
+ * counted wrongly in the child.
+ */
+TEST_F_TIMEOUT(mx, race_fork_zero_pages, 300)
+{
+	struct zero_race z = { .mem = self->mem };
+	long zero = ksm_counter("ksm_zero_pages");
+	int forks = 0, status;
+	pthread_t th;
+	pid_t pid;
+
+	if (zero < 0)
+		SKIP(return, "no ksm_zero_pages counter");
+	z.end = now() + RACE_SECS;
+	ASSERT_EQ(0, pthread_create(&th, NULL, zero_map_unmap_loop, &z));
+	while (now() < z.end) {
+		pid = fork();
+		ASSERT_LE(0, pid);
+		if (!pid)
+			_exit(0);
+		ASSERT_EQ(pid, waitpid(pid, &status, 0));
+		forks++;
+	}
+	pthread_join(th, NULL);
+	ASSERT_EQ(0, munmap(self->mem, NP * psize));
+	self->mem = NULL;
+	TH_LOG("%d forks, %d zero-page rounds", forks, z.rounds);
+	EXPECT_EQ(zero, ksm_counter("ksm_zero_pages"));
+}
+
 /* Two processes advise the same content at the same moment. */
 static void two_advisers(struct __test_metadata *_metadata,
 			 struct _test_data_mx *self, uint64_t seed)
