@@ -3,12 +3,13 @@
 
 SHELL := /bin/bash
 FLAVOUR ?= debug
-export FLAVOUR KSRC MEM CPUS TIMEOUT ACCEL NUMA APPEND CMD
+export FLAVOUR KSRC MEM CPUS TIMEOUT ACCEL NUMA APPEND CMD STRESS_SECONDS \
+	STRESS_SEED
 BUILD := $(CURDIR)/build
 S := $(CURDIR)/scripts
 
 .PHONY: help deps tree kernel selftests headers vm shell run demo test check \
-	patch refresh bench clean distclean
+	stress patch refresh bench clean distclean
 
 help:
 	@echo 'UPM make targets:'
@@ -16,6 +17,7 @@ help:
 	@echo '  demo       two processes, one madvise each: UPM merging at once'
 	@echo '  test       everything CI checks: deps, debug kernel, guest tests, check'
 	@echo '  bench      UPM against KSM, seven microbenchmarks (release kernel)'
+	@echo '  stress     only the UPM stress (STRESS_SECONDS=1800 STRESS_SEED=n)'
 	@echo '  deps       install missing Debian packages (apt)'
 	@echo '  tree       unpack 6.12, apply patches/series, overlay our files'
 	@echo '  kernel     build bzImage (FLAVOUR=debug|release)'
@@ -29,6 +31,7 @@ help:
 	@echo '  clean      remove kernel objects, keep the unpacked source'
 	@echo '  distclean  remove build/ entirely'
 	@echo 'Variables: KSRC=/path/to/6.12-tree FLAVOUR MEM CPUS TIMEOUT ACCEL=kvm|tcg'
+	@echo '           NUMA=nodes STRESS_SECONDS STRESS_SEED (test, stress)'
 
 deps:
 	@$(S)/deps.sh
@@ -66,6 +69,9 @@ bench:
 
 test: kernel selftests
 	@$(S)/run-tests.sh
+
+stress: kernel selftests
+	@$(S)/run-stress.sh
 
 check: tree
 	@$(S)/check.sh

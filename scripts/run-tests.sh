@@ -8,8 +8,11 @@ set -uo pipefail
 res=$BUILD/test-results
 rm -rf "$res"; mkdir -p "$res"
 start=$(date +%s)
-FLAVOUR=debug OUT=$res TIMEOUT=${TIMEOUT:-2700} \
-	"$TOP"/scripts/vm.sh "bash $TOP/scripts/guest/run-tests.sh $BUILD/selftests"
+# Two NUMA nodes for the migration cases; slab_nomerge so that UPM's and
+# KSM's slab caches can be checked for leaks on their own.
+FLAVOUR=debug OUT=$res TIMEOUT=${TIMEOUT:-2700} NUMA=${NUMA:-2} \
+	APPEND="${APPEND:-} slab_nomerge" \
+	"$TOP"/scripts/vm.sh "STRESS_SECONDS=${STRESS_SECONDS:-120} STRESS_SEED=${STRESS_SEED:-} bash $TOP/scripts/guest/run-tests.sh $BUILD/selftests"
 vmrc=$?
 [ -f "$res/results.txt" ] || : > "$res/results.txt"
 if [ $vmrc != 0 ]; then
@@ -32,6 +35,28 @@ if [ "$f" != 0 ]; then
 	echo "Failures:"
 	grep '^FAIL' "$res/results.txt" | sed 's/^/  /'
 fi
+# How many cases of each kind ran (passed+failed+skipped).
+kinds() {
+	local label=$1 re=$2 all n_p n_f n_s
+	all=$(grep -E "^(PASS|FAIL|SKIP) ($re)" "$res/results.txt")
+	n_p=$(printf '%s\n' "$all" | grep -c '^PASS')
+	n_f=$(printf '%s\n' "$all" | grep -c '^FAIL')
+	n_s=$(printf '%s\n' "$all" | grep -c '^SKIP')
+	printf '  %-34s %3d passed, %d failed, %d skipped\n' "$label" "$n_p" "$n_f" "$n_s"
+}
+echo "Cases by kind:"
+kinds "KUnit (upm_index)" 'kunit:'
+kinds "UPM functional (upm_tests)" 'upm_tests:'
+kinds "tenant isolation (upm_domain_tests)" 'upm_domain_tests:'
+kinds "user-space helpers (upm_lib_tests, upm_python)" 'upm_lib_tests:|upm_python:'
+kinds "fault matrix (upm_matrix mx.*)" 'upm_matrix: [0-9]+ mx\.([^r]|r[^a]|ra[^c])'
+kinds "races (upm_matrix mx.race_*)" 'upm_matrix: [0-9]+ mx\.race_'
+kinds "bad input (upm_matrix bad.*)" 'upm_matrix: [0-9]+ bad\.'
+kinds "stress (upm_stress, stress-ng)" 'upm_stress [0-9]+s$|upm_stress next|stress-ng (madvise|not)'
+kinds "kernel log checks" '.*: kernel log clean'
+kinds "leak check (upm_leakcheck)" 'upm_leakcheck:'
+kinds "upstream KSM selftests" 'ksm_functional_tests:|ksm_tests|cow:'
+kinds "guest run and make check" 'guest run|make check'
 echo "Results: $res/results.txt; logs: $res/*.log; took $(( $(date +%s) - start ))s"
 echo "upm: $p passed, $f failed, $s skipped"
 [ "$f" = 0 ]

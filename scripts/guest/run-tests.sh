@@ -1,9 +1,13 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 # Runs inside the test guest: KUnit results from the boot log, the UPM
-# kselftests, then the upstream KSM selftests as a regression guard. Each
-# case becomes one "PASS|FAIL|SKIP name" line in $UPM_OUT/results.txt.
+# kselftests (upm_tests, the upm_matrix of faults, races and bad input),
+# the seeded UPM stress, a bounded stress-ng run, the upstream KSM
+# selftests as a regression guard, and last the leak check. Each case
+# becomes one "PASS|FAIL|SKIP name" line in $UPM_OUT/results.txt.
+# STRESS_SECONDS (120) and STRESS_SEED (the time) tune the stress.
 st=${1:?usage: run-tests.sh SELFTEST_DIR}
+. "$(dirname "$0")/setup.sh"
 out=${UPM_OUT:-/tmp}
 res=$out/results.txt
 : > "$res"
@@ -40,10 +44,11 @@ run_tap() {
 }
 
 # Exit status of a non-TAP test: 0 pass, 4 skip (kselftest), else fail.
+# RC_TIMEOUT (600) bounds it.
 run_rc() {
-	local name=$1 log=$out/$1.log rc
+	local name=$1 log=$out/${1%% *}.log rc
 	shift
-	timeout 600 "$@" > "$log" 2>&1
+	timeout "${RC_TIMEOUT:-600}" "$@" > "$log" 2>&1
 	rc=$?
 	case $rc in
 	0) record PASS "$name" ;;
@@ -65,14 +70,80 @@ else
 	tap_results kunit "$out/kunit.tap" 0
 fi
 
-cd "$st/upm" && run_tap upm_tests ./upm_tests
+# A kernel log report since the last mark fails the named step too (vm.sh
+# fails the whole run on any report; this says which step caused it).
+pat='BUG:|WARNING:|KASAN|possible recursive locking|possible circular locking|inconsistent lock state|suspicious RCU usage|Oops|soft lockup|hung task|blocked for more than|general protection fault|UBSAN|list_add corruption|list_del corruption'
+log_mark=0
+log_clean() {
+	local name=$1 new
+	new=$(dmesg | awk -v m="$log_mark" '{ t = $0; sub(/^\[ */, "", t);
+		sub(/\].*/, "", t); if (t + 0 > m) print }')
+	if printf '%s\n' "$new" | grep -qE "$pat"; then
+		record FAIL "$name: kernel log clean"
+		printf '%s\n' "$new" | grep -E -A10 "$pat" | head -n 30
+	else
+		record PASS "$name: kernel log clean"
+	fi
+	log_mark=$(dmesg | tail -n 1 | sed -e 's/^\[ *//' -e 's/\].*//')
+}
+
+guest_setup
+
+cd "$st/upm" || exit 1
+run_tap upm_tests ./upm_tests
 run_tap upm_domain_tests ./upm_domain_tests
+log_clean "upm_tests and upm_domain_tests"
+# The bad-input case for hugetlb mappings needs one huge page.
+echo 2 > /proc/sys/vm/nr_hugepages
+run_tap upm_matrix ./upm_matrix
+echo 0 > /proc/sys/vm/nr_hugepages
+log_clean upm_matrix
+
+secs=${STRESS_SECONDS:-120}
+echo "==> upm_stress for ${secs}s"
+RC_TIMEOUT=$((secs + 300)) run_rc "upm_stress ${secs}s" \
+	./upm_stress -t "$secs" ${STRESS_SEED:+-s "$STRESS_SEED"}
+grep -E '^(# upm_stress|upm_stress|# MISMATCH|# ERROR)' "$out/upm_stress.log" | head -n 20
+log_clean upm_stress
+
+# stress-ng's madvise, mmap and vm stressors (vm memory advised
+# MADV_MERGEABLE) with ksmd at full speed, unprivileged, while the UPM
+# stress advises next to them as root.
+if command -v stress-ng >/dev/null; then
+	echo "==> stress-ng with ksmd and upm_stress, 60s"
+	knobs=$(cat /sys/kernel/mm/ksm/{run,sleep_millisecs,pages_to_scan})
+	echo 0 > /sys/kernel/mm/ksm/sleep_millisecs
+	echo 1000 > /sys/kernel/mm/ksm/pages_to_scan
+	echo 1 > /sys/kernel/mm/ksm/run
+	./upm_stress -t 60 -p 2 > "$out/upm_stress_ng.log" 2>&1 &
+	upid=$!
+	run_rc "stress-ng madvise,mmap,vm(mergeable) 60s" \
+		setpriv --reuid=65534 --regid=65534 --clear-groups \
+		stress-ng --temp-path /tmp --timeout 60s --metrics-brief \
+		--madvise 2 --mmap 1 --mmap-bytes 32M \
+		--vm 2 --vm-bytes 64M --vm-madvise mergeable
+	tail -n 8 "$out/stress-ng.log"
+	if wait $upid; then
+		record PASS "upm_stress next to stress-ng 60s"
+	else
+		record FAIL "upm_stress next to stress-ng 60s"
+		tail -n 20 "$out/upm_stress_ng.log"
+	fi
+	read -r r s p <<< "$(echo $knobs)"
+	echo "$s" > /sys/kernel/mm/ksm/sleep_millisecs
+	echo "$p" > /sys/kernel/mm/ksm/pages_to_scan
+	echo "$r" > /sys/kernel/mm/ksm/run
+	log_clean stress-ng
+else
+	record FAIL "stress-ng: not installed (scripts/deps.sh installs it)"
+fi
 
 # The user-space helpers of tools/upm (C library, Python module, upmctl)
 tools=$(dirname "$st")/tools
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$tools" && run_tap upm_lib_tests ./upm_lib_tests
 run_tap upm_python python3 "$top/tools/upm/tests/test_upm_py.py"
+log_clean "upm helpers"
 
 cd "$st/mm" || exit 1
 run_tap ksm_functional_tests ./ksm_functional_tests
@@ -83,5 +154,8 @@ run_rc "ksm_tests -Z -p 10 -z 1" ./ksm_tests -Z -p 10 -z 1
 run_rc "ksm_tests -N -m 1" ./ksm_tests -N -m 1
 run_rc "ksm_tests -N -m 0" ./ksm_tests -N -m 0
 run_tap cow ./cow
+
+# Last, with every other test process gone: nothing may leak.
+cd "$st/upm" && run_tap upm_leakcheck ./upm_leakcheck
 echo "==> guest tests done: $(grep -c ^PASS "$res") passed, $(grep -c ^FAIL "$res") failed, $(grep -c ^SKIP "$res") skipped"
 exit 0

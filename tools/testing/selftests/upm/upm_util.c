@@ -1,0 +1,180 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Helpers shared by the UPM selftests (see upm_util.h). */
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "upm_util.h"
+
+size_t psize = 4096;
+
+long read_ulong(const char *path)
+{
+	char buf[64] = "";
+	long v = -1;
+	int fd = open(path, O_RDONLY);
+
+	if (fd < 0)
+		return -1;
+	if (read(fd, buf, sizeof(buf) - 1) > 0)
+		v = strtol(buf, NULL, 10);
+	close(fd);
+	return v;
+}
+
+int write_str(const char *path, const char *s)
+{
+	int fd = open(path, O_WRONLY);
+	int ret;
+
+	if (fd < 0)
+		return -1;
+	ret = write(fd, s, strlen(s)) == (ssize_t)strlen(s) ? 0 : -1;
+	close(fd);
+	return ret;
+}
+
+void read_str(const char *path, char *buf, size_t len)
+{
+	int fd = open(path, O_RDONLY);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, len - 1);
+
+	buf[n > 0 ? n : 0] = '\0';
+	if (fd >= 0)
+		close(fd);
+}
+
+long upm_counter(const char *name)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "/sys/kernel/mm/upm/%s", name);
+	return read_ulong(path);
+}
+
+long ksm_counter(const char *name)
+{
+	char path[128];
+
+	snprintf(path, sizeof(path), "/sys/kernel/mm/ksm/%s", name);
+	return read_ulong(path);
+}
+
+/* A field of /proc/self/ksm_stat, or -1. */
+long read_ksm_stat(const char *name)
+{
+	char key[64];
+	long v, found = -1;
+	FILE *f = fopen("/proc/self/ksm_stat", "r");
+
+	if (!f)
+		return -1;
+	while (fscanf(f, "%63s %ld", key, &v) == 2)
+		if (!strcmp(key, name))
+			found = v;
+	fclose(f);
+	return found;
+}
+
+/* The raw /proc/self/pagemap entry of addr (0 if unreadable). */
+uint64_t pagemap_of(void *addr)
+{
+	uint64_t ent = 0;
+	int fd = open("/proc/self/pagemap", O_RDONLY);
+
+	if (fd < 0)
+		return 0;
+	if (pread(fd, &ent, sizeof(ent),
+		  (uintptr_t)addr / psize * sizeof(ent)) != sizeof(ent))
+		ent = 0;
+	close(fd);
+	return ent;
+}
+
+/* PFN of the page at addr in this process, or 0 if not present. */
+uint64_t pfn_of(void *addr)
+{
+	uint64_t ent = pagemap_of(addr);
+
+	return (ent & PM_PRESENT) ? (ent & PM_PFN_MASK) : 0;
+}
+
+uint64_t read_kpageflags(uint64_t pfn)
+{
+	uint64_t flags = 0;
+	int fd = open("/proc/kpageflags", O_RDONLY);
+
+	if (fd < 0)
+		return 0;
+	if (pread(fd, &flags, sizeof(flags), pfn * sizeof(flags)) !=
+	    sizeof(flags))
+		flags = 0;
+	close(fd);
+	return flags;
+}
+
+bool is_ksm(void *addr)
+{
+	uint64_t pfn = pfn_of(addr);
+
+	return pfn && (read_kpageflags(pfn) & (1ULL << KPF_KSM));
+}
+
+/* Deterministic page content: every page of a seed differs from others. */
+void fill(char *p, size_t npages, uint64_t seed)
+{
+	for (size_t i = 0; i < npages * psize / 8; i++) {
+		uint64_t x = seed * 0x9e3779b97f4a7c15ULL + i + 1;
+
+		x ^= x >> 31;
+		x *= 0xbf58476d1ce4e5b9ULL;
+		x ^= x >> 29;
+		((uint64_t *)p)[i] = x;
+	}
+}
+
+bool same_as(const char *p, size_t npages, uint64_t seed)
+{
+	char *ref = malloc(npages * psize);
+	bool same;
+
+	fill(ref, npages, seed);
+	same = !memcmp(p, ref, npages * psize);
+	free(ref);
+	return same;
+}
+
+bool is_zero_page_content(const char *p)
+{
+	for (size_t i = 0; i < psize; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+char *map_anon(size_t npages)
+{
+	char *p = mmap(NULL, npages * psize, PROT_READ | PROT_WRITE,
+		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+void knobs_save(struct knobs *k)
+{
+	read_str("/sys/kernel/mm/ksm/run", k->run, sizeof(k->run));
+	read_str("/sys/kernel/mm/ksm/sleep_millisecs", k->sleep,
+		 sizeof(k->sleep));
+	read_str("/sys/kernel/mm/ksm/pages_to_scan", k->scan, sizeof(k->scan));
+}
+
+void knobs_restore(struct knobs *k)
+{
+	write_str("/sys/kernel/mm/ksm/run", k->run);
+	write_str("/sys/kernel/mm/ksm/sleep_millisecs", k->sleep);
+	write_str("/sys/kernel/mm/ksm/pages_to_scan", k->scan);
+}
