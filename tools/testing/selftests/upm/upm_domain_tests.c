@@ -28,10 +28,8 @@
 #include <unistd.h>
 
 #include "../kselftest_harness.h"
+#include "upm_util.h"
 
-#ifndef MADV_UPM_MERGEABLE
-#define MADV_UPM_MERGEABLE 120
-#endif
 #ifndef PR_SET_UPM_DOMAIN
 #define PR_SET_UPM_DOMAIN 0x55504d53
 #define PR_GET_UPM_DOMAIN 0x55504d47
@@ -44,58 +42,8 @@
 #endif
 
 #define NPAGES		64
-#define KPF_KSM		21
-#define PM_PRESENT	(1ULL << 63)
-#define PM_PFN_MASK	((1ULL << 55) - 1)
 #define UID_A		1001
 #define UID_B		1002
-
-static size_t psize;
-
-static long read_long(const char *path)
-{
-	char buf[64] = "";
-	long v = -1;
-	int fd = open(path, O_RDONLY);
-
-	if (fd < 0)
-		return -1;
-	if (read(fd, buf, sizeof(buf) - 1) > 0)
-		v = strtol(buf, NULL, 10);
-	close(fd);
-	return v;
-}
-
-static int read_text(const char *path, char *buf, size_t len)
-{
-	int fd = open(path, O_RDONLY);
-	ssize_t n = fd < 0 ? -1 : read(fd, buf, len - 1);
-
-	buf[n > 0 ? n : 0] = '\0';
-	if (fd >= 0)
-		close(fd);
-	return n < 0 ? -1 : 0;
-}
-
-static int write_text(const char *path, const char *s)
-{
-	int fd = open(path, O_WRONLY);
-	int ret;
-
-	if (fd < 0)
-		return -1;
-	ret = write(fd, s, strlen(s)) == (ssize_t)strlen(s) ? 0 : -1;
-	close(fd);
-	return ret;
-}
-
-static long upm_counter(const char *name)
-{
-	char path[128];
-
-	snprintf(path, sizeof(path), "/sys/kernel/mm/upm/%s", name);
-	return read_long(path);
-}
 
 /* PFN of the page at addr in process pid (0: this one), or 0. */
 static uint64_t pfn_in(pid_t pid, const void *addr)
@@ -120,40 +68,7 @@ static uint64_t pfn_in(pid_t pid, const void *addr)
 
 static bool pfn_is_ksm(uint64_t pfn)
 {
-	uint64_t flags = 0;
-	int fd = open("/proc/kpageflags", O_RDONLY);
-
-	if (fd < 0)
-		return false;
-	if (pread(fd, &flags, sizeof(flags), pfn * sizeof(flags)) !=
-	    sizeof(flags))
-		flags = 0;
-	close(fd);
-	return pfn && (flags & (1ULL << KPF_KSM));
-}
-
-/* Deterministic content: pages differ from each other and across seeds. */
-static void fill(char *p, size_t npages, uint64_t seed)
-{
-	for (size_t i = 0; i < npages * psize / 8; i++) {
-		uint64_t x = seed * 0x9e3779b97f4a7c15ULL + i + 1;
-
-		x ^= x >> 31;
-		x *= 0xbf58476d1ce4e5b9ULL;
-		x ^= x >> 29;
-		((uint64_t *)p)[i] = x;
-	}
-}
-
-static bool same_as(const char *p, size_t npages, uint64_t seed)
-{
-	char *ref = malloc(npages * psize);
-	bool same;
-
-	fill(ref, npages, seed);
-	same = !memcmp(p, ref, npages * psize);
-	free(ref);
-	return same;
+	return pfn && (read_kpageflags(pfn) & (1ULL << KPF_KSM));
 }
 
 /* Become an unprivileged user whose own processes may still ptrace it. */
@@ -207,9 +122,8 @@ static int tenant_start(struct tenant *t, uid_t uid, unsigned int domain,
 			r.err = errno;
 		if (!r.err && uid && drop_to(uid))
 			r.err = errno;
-		p = mmap(NULL, NPAGES * psize, PROT_READ | PROT_WRITE,
-			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-		if (!r.err && p == MAP_FAILED)
+		p = map_anon(NPAGES);
+		if (!r.err && !p)
 			r.err = errno;
 		if (!r.err) {
 			fill(p, NPAGES, seed);
@@ -313,7 +227,8 @@ static int ksm_pages(struct tenant *t)
 
 FIXTURE(domain) {
 	struct tenant t[NTENANTS];
-	char policy[32], safe[8], run[16], sleep[16], scan[16];
+	char policy[32], safe[8];
+	struct knobs knobs;
 };
 
 FIXTURE_SETUP(domain)
@@ -322,30 +237,25 @@ FIXTURE_SETUP(domain)
 	memset(self->t, 0, sizeof(self->t));
 	if (getuid())
 		SKIP(return, "needs root: tenants drop to their own uids");
-	if (read_text("/sys/kernel/mm/upm/merge_policy", self->policy,
-		      sizeof(self->policy)))
+	if (access("/sys/kernel/mm/upm/merge_policy", R_OK))
 		SKIP(return, "no /sys/kernel/mm/upm/merge_policy");
-	read_text("/sys/kernel/mm/upm/safe_frames", self->safe,
-		  sizeof(self->safe));
-	read_text("/sys/kernel/mm/ksm/run", self->run, sizeof(self->run));
-	read_text("/sys/kernel/mm/ksm/sleep_millisecs", self->sleep,
-		  sizeof(self->sleep));
-	read_text("/sys/kernel/mm/ksm/pages_to_scan", self->scan,
-		  sizeof(self->scan));
-	ASSERT_EQ(0, write_text("/sys/kernel/mm/ksm/run", "0"));
-	ASSERT_EQ(0, write_text("/sys/kernel/mm/upm/safe_frames", "1"));
+	read_str("/sys/kernel/mm/upm/merge_policy", self->policy,
+		 sizeof(self->policy));
+	read_str("/sys/kernel/mm/upm/safe_frames", self->safe,
+		 sizeof(self->safe));
+	knobs_save(&self->knobs);
+	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/run", "0"));
+	ASSERT_EQ(0, write_str("/sys/kernel/mm/upm/safe_frames", "1"));
 }
 
 FIXTURE_TEARDOWN(domain)
 {
 	for (int i = 0; i < NTENANTS; i++)
 		tenant_stop(&self->t[i]);
-	write_text("/sys/kernel/mm/ksm/run", self->run);
-	write_text("/sys/kernel/mm/ksm/sleep_millisecs", self->sleep);
-	write_text("/sys/kernel/mm/ksm/pages_to_scan", self->scan);
-	write_text("/sys/kernel/mm/upm/safe_frames", self->safe);
+	knobs_restore(&self->knobs);
+	write_str("/sys/kernel/mm/upm/safe_frames", self->safe);
 	/* The index is empty again once the tenants are gone */
-	write_text("/sys/kernel/mm/upm/merge_policy", self->policy);
+	write_str("/sys/kernel/mm/upm/merge_policy", self->policy);
 }
 
 #define start(i, uid, dom, seed, adv) do {				\
@@ -577,7 +487,7 @@ TEST_F(domain, safe_frames_share_a_fresh_frame)
 		bool safe = pass == 0;
 		int fresh = 0, first_owner = 0;
 
-		ASSERT_EQ(0, write_text("/sys/kernel/mm/upm/safe_frames",
+		ASSERT_EQ(0, write_str("/sys/kernel/mm/upm/safe_frames",
 					safe ? "1" : "0"));
 		copied = upm_counter("pages_copied");
 		start(0, 0, 0, 5 + pass, ADVISE_NONE);
@@ -615,7 +525,7 @@ TEST_F(domain, safe_frames_share_a_fresh_frame)
 
 static int set_policy(const char *policy)
 {
-	return write_text("/sys/kernel/mm/upm/merge_policy", policy);
+	return write_str("/sys/kernel/mm/upm/merge_policy", policy);
 }
 
 /* merge_policy=global merges across users; it changes only when idle. */
@@ -627,8 +537,7 @@ TEST_F(domain, global_policy)
 	/* Live entries: the policy cannot change under them */
 	EXPECT_EQ(-1, set_policy("global"));
 	EXPECT_EQ(EBUSY, errno);
-	ASSERT_EQ(0, read_text("/sys/kernel/mm/upm/merge_policy", buf,
-			       sizeof(buf)));
+	read_str("/sys/kernel/mm/upm/merge_policy", buf, sizeof(buf));
 	EXPECT_STREQ("domain\n", buf);
 	EXPECT_EQ(-1, set_policy("bogus"));
 	EXPECT_EQ(EINVAL, errno);
@@ -691,10 +600,10 @@ TEST_F(domain, unmergeable_drops_index_entries)
 /* Wait for ksmd to finish n more full scans, up to a deadline. */
 static bool ksmd_scans(int n)
 {
-	long start = read_long("/sys/kernel/mm/ksm/full_scans");
+	long start = read_ulong("/sys/kernel/mm/ksm/full_scans");
 
 	for (int i = 0; i < 600; i++) {
-		if (read_long("/sys/kernel/mm/ksm/full_scans") >= start + n)
+		if (read_ulong("/sys/kernel/mm/ksm/full_scans") >= start + n)
 			return true;
 		usleep(50000);
 	}
@@ -707,9 +616,9 @@ TEST_F(domain, ksmd_stays_out_of_domains)
 	start(0, UID_A, 0, 7, ADVISE_UPM);
 	start(1, UID_B, 0, 7, ADVISE_KSM);
 	start(2, UID_B, 0, 7, ADVISE_KSM);
-	ASSERT_EQ(0, write_text("/sys/kernel/mm/ksm/sleep_millisecs", "0"));
-	ASSERT_EQ(0, write_text("/sys/kernel/mm/ksm/pages_to_scan", "5000"));
-	ASSERT_EQ(0, write_text("/sys/kernel/mm/ksm/run", "1"));
+	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/sleep_millisecs", "0"));
+	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/pages_to_scan", "5000"));
+	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/run", "1"));
 	ASSERT_TRUE(ksmd_scans(3));
 	/* Control: ksmd did merge the two MADV_MERGEABLE processes */
 	EXPECT_EQ(NPAGES, shared_pages(&self->t[1], &self->t[2]));
@@ -729,8 +638,7 @@ TEST_F(domain, domains_file)
 	EXPECT_EQ(0400, st.st_mode & 0777);
 	start(0, UID_A, 9, 8, ADVISE_UPM);
 	start(1, UID_B, 9, 8, ADVISE_UPM);
-	ASSERT_EQ(0, read_text("/sys/kernel/mm/upm/domains", buf,
-			       sizeof(buf)));
+	read_str("/sys/kernel/mm/upm/domains", buf, sizeof(buf));
 	snprintf(line, sizeof(line), "\nid=9 %d %d\n", NPAGES, 2 * NPAGES);
 	EXPECT_NE(NULL, strstr(buf, line)) TH_LOG("%s", buf);
 	EXPECT_EQ(0, AS_USER(UID_A, ({
@@ -782,12 +690,10 @@ static void first_write_medians(char *a, char *b, uint64_t *med_a,
 
 static char *map_filled(size_t npages, uint64_t seed)
 {
-	char *p = mmap(NULL, npages * psize, PROT_READ | PROT_WRITE,
-		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	char *p = map_anon(npages);
 
-	if (p == MAP_FAILED)
-		return NULL;
-	fill(p, npages, seed);
+	if (p)
+		fill(p, npages, seed);
 	return p;
 }
 
