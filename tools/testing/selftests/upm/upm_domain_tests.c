@@ -45,27 +45,6 @@
 #define UID_A		1001
 #define UID_B		1002
 
-/* PFN of the page at addr in process pid (0: this one), or 0. */
-static uint64_t pfn_in(pid_t pid, const void *addr)
-{
-	char path[64];
-	uint64_t ent = 0;
-	int fd;
-
-	if (pid)
-		snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
-	else
-		snprintf(path, sizeof(path), "/proc/self/pagemap");
-	fd = open(path, O_RDONLY);
-	if (fd < 0)
-		return 0;
-	if (pread(fd, &ent, sizeof(ent),
-		  (uintptr_t)addr / psize * sizeof(ent)) != sizeof(ent))
-		ent = 0;
-	close(fd);
-	return (ent & PM_PRESENT) ? (ent & PM_PFN_MASK) : 0;
-}
-
 static bool pfn_is_ksm(uint64_t pfn)
 {
 	return pfn && (read_kpageflags(pfn) & (1ULL << KPF_KSM));

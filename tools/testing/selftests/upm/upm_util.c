@@ -80,12 +80,18 @@ long read_ksm_stat(const char *name)
 	return found;
 }
 
-/* The raw /proc/self/pagemap entry of addr (0 if unreadable). */
-uint64_t pagemap_of(void *addr)
+/* Raw pagemap entry of addr in process pid (0: this one), 0 if unreadable */
+uint64_t pagemap_in(pid_t pid, const void *addr)
 {
+	char path[64];
 	uint64_t ent = 0;
-	int fd = open("/proc/self/pagemap", O_RDONLY);
+	int fd;
 
+	if (pid)
+		snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
+	else
+		snprintf(path, sizeof(path), "/proc/self/pagemap");
+	fd = open(path, O_RDONLY);
 	if (fd < 0)
 		return 0;
 	if (pread(fd, &ent, sizeof(ent),
@@ -95,12 +101,23 @@ uint64_t pagemap_of(void *addr)
 	return ent;
 }
 
+uint64_t pagemap_of(void *addr)
+{
+	return pagemap_in(0, addr);
+}
+
+/* PFN of the page at addr in process pid (0: this one), or 0. */
+uint64_t pfn_in(pid_t pid, const void *addr)
+{
+	uint64_t ent = pagemap_in(pid, addr);
+
+	return (ent & PM_PRESENT) ? (ent & PM_PFN_MASK) : 0;
+}
+
 /* PFN of the page at addr in this process, or 0 if not present. */
 uint64_t pfn_of(void *addr)
 {
-	uint64_t ent = pagemap_of(addr);
-
-	return (ent & PM_PRESENT) ? (ent & PM_PFN_MASK) : 0;
+	return pfn_in(0, addr);
 }
 
 uint64_t read_kpageflags(uint64_t pfn)

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #ifndef MADV_UPM_MERGEABLE
 #define MADV_UPM_MERGEABLE 120
@@ -30,7 +31,9 @@ void read_str(const char *path, char *buf, size_t len);
 long upm_counter(const char *name);
 long ksm_counter(const char *name);
 long read_ksm_stat(const char *name);
+uint64_t pagemap_in(pid_t pid, const void *addr);
 uint64_t pagemap_of(void *addr);
+uint64_t pfn_in(pid_t pid, const void *addr);
 uint64_t pfn_of(void *addr);
 uint64_t read_kpageflags(uint64_t pfn);
 bool is_ksm(void *addr);
