@@ -147,6 +147,7 @@ log_clean "upm helpers"
 
 # The upstream tests count KSM pages system-wide: start them from a KSM
 # with nothing merged (ksmd may still be cleaning up after stress-ng).
+echo "==> KSM after the UPM tests: $(cd /sys/kernel/mm/ksm && grep -H . run pages_shared pages_sharing ksm_zero_pages | tr '\n' ' ')"
 echo 2 > /sys/kernel/mm/ksm/run
 echo 0 > /sys/kernel/mm/ksm/run
 for i in $(seq 100); do
