@@ -18,6 +18,7 @@
 #include <linux/mmap_lock.h>
 #include <linux/pagewalk.h>
 #include <linux/prctl.h>
+#include <linux/random.h>
 #include <linux/rmap.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
@@ -123,12 +124,17 @@
  * @domain:	merge domain of the process that entered it
  * @stable_node: the KSM stable node (a regular node or a chain dup, never
  *		a chain head); valid while the entry is in the index
+ * @user_ns:	the user namespace whose inode number @domain holds, with a
+ *		reference, so that no new namespace gets that number while
+ *		the entry lives; NULL for explicit domains and the global
+ *		policy
  */
 struct upm_entry {
 	struct hlist_node node;
 	u64 hash;
 	u64 domain;
 	struct ksm_stable_node *stable_node;
+	struct user_namespace *user_ns;
 };
 
 /**
@@ -151,6 +157,11 @@ static struct kmem_cache *upm_entry_cache;
 /* Set once the index exists: madvise refuses the advice before that */
 static bool upm_ready __read_mostly;
 
+/*
+ * Seed of the content hash, random at boot, so that nobody can compute
+ * which bucket a content lands in and flood it
+ */
+static u64 upm_hash_seed __read_mostly;
 /* xxhash of a zero-filled page: a cheap first test for zero pages */
 static u64 upm_zero_hash __read_mostly;
 
@@ -254,16 +265,20 @@ static bool upm_entry_matches(struct upm_entry *e, u64 hash, u64 domain)
  * The merge domain of @mm's pages, advised by or on behalf of @owner, as a
  * 64-bit key: 0 under the global policy; the explicit domain id (below
  * 2^31) if the mm has one; else the owner's user namespace (its inode
- * number is never 0, so the key is at least 2^32) and effective uid.
+ * number is never 0, so the key is at least 2^32) and effective uid. In
+ * that last case, *@user_ns gets a reference on the namespace: entries
+ * keep one, so that its inode number is not reused while they live.
  * Should be called under ksm_thread_mutex, which orders it against
  * changes of the policy.
  */
-static u64 upm_domain_of(struct mm_struct *mm, struct task_struct *owner)
+static u64 upm_domain_of(struct mm_struct *mm, struct task_struct *owner,
+			 struct user_namespace **user_ns)
 {
 	const struct cred *cred;
 	unsigned int id;
 	u64 domain;
 
+	*user_ns = NULL;
 	if (upm_merge_policy == UPM_POLICY_GLOBAL)
 		return 0;
 	id = READ_ONCE(mm->upm_domain);
@@ -272,6 +287,7 @@ static u64 upm_domain_of(struct mm_struct *mm, struct task_struct *owner)
 	rcu_read_lock();
 	cred = __task_cred(owner);
 	domain = ((u64)cred->user_ns->ns.inum << 32) | __kuid_val(cred->euid);
+	*user_ns = get_user_ns(cred->user_ns);
 	rcu_read_unlock();
 	return domain;
 }
@@ -296,6 +312,7 @@ struct upm_page {
  * @owner:	the task whose pages these are (the caller, or the target
  *		of process_madvise()), for its merge domain
  * @domain:	merge domain of the pages, looked up for each batch
+ * @user_ns:	the user namespace @domain is keyed by, referenced, or NULL
  * @addr:	next address to look at
  * @end:	end of the advised range
  * @slot:	the mm's KSM slot; valid under ksm_thread_mutex only
@@ -310,6 +327,7 @@ struct upm_pass {
 	struct mm_struct *mm;
 	struct task_struct *owner;
 	u64 domain;
+	struct user_namespace *user_ns;
 	unsigned long addr;
 	unsigned long end;
 	struct ksm_mm_slot *slot;
@@ -417,7 +435,7 @@ static void upm_collect(struct upm_pass *p)
 static u64 upm_hash_page(struct page *page, bool *zero)
 {
 	void *addr = kmap_local_page(page);
-	u64 hash = xxh64(addr, PAGE_SIZE, 0);
+	u64 hash = xxh64(addr, PAGE_SIZE, upm_hash_seed);
 
 	*zero = hash == upm_zero_hash && !memchr_inv(addr, 0, PAGE_SIZE);
 	kunmap_local(addr);
@@ -547,21 +565,27 @@ static bool upm_merge_with_twin(struct upm_pass *p, struct upm_page *up,
  * A fresh frame holding a copy of @page, ready to replace it as a KSM page
  * (try_to_merge_one_page() compares both once @page is write-protected, so
  * a write racing with the copy only makes that merge fail). It is charged
- * to the adviser's memory cgroup, as the page it replaces was.
+ * to the adviser's memory cgroup, as the page it replaces was. *@hash is
+ * the hash of the copy: of what is shared if the merge succeeds.
  */
-static struct folio *upm_alloc_frame(struct upm_pass *p, struct page *page)
+static struct folio *upm_alloc_frame(struct upm_pass *p, struct page *page,
+				     u64 *hash)
 {
+	bool zero;
+
 	struct folio *folio;
 
-	folio = __folio_alloc_node(GFP_HIGHUSER_MOVABLE | __GFP_NOWARN, 0,
-				   page_to_nid(page));
+	/* A hint: never reclaim hard or OOM-kill for it, fail and count it */
+	folio = __folio_alloc_node(GFP_HIGHUSER_MOVABLE | __GFP_NORETRY |
+				   __GFP_NOWARN, 0, page_to_nid(page));
 	if (!folio)
 		return NULL;
-	if (mem_cgroup_charge(folio, p->mm, GFP_KERNEL)) {
+	if (mem_cgroup_charge(folio, p->mm, GFP_KERNEL | __GFP_NORETRY)) {
 		folio_put(folio);
 		return NULL;
 	}
 	copy_highpage(folio_page(folio, 0), page);
+	*hash = upm_hash_page(folio_page(folio, 0), &zero);
 	__folio_mark_uptodate(folio);
 	__folio_set_swapbacked(folio);
 	folio_set_dirty(folio);
@@ -583,15 +607,17 @@ static void upm_publish(struct upm_pass *p, struct upm_page *up,
 	bool copy = READ_ONCE(upm_safe_frames);
 	struct folio *kfolio;
 	struct upm_entry *e;
+	u64 hash = up->hash;
 	int err;
 
-	e = kmem_cache_alloc(upm_entry_cache, GFP_KERNEL | __GFP_NOWARN);
+	e = kmem_cache_alloc(upm_entry_cache,
+			     GFP_KERNEL | __GFP_NORETRY | __GFP_NOWARN);
 	if (!e) {
 		p->count[UPM_SKIP_NOMEM]++;
 		return;
 	}
 	if (copy) {
-		kfolio = upm_alloc_frame(p, up->page);
+		kfolio = upm_alloc_frame(p, up->page, &hash);
 		if (!kfolio) {
 			kmem_cache_free(upm_entry_cache, e);
 			p->count[UPM_SKIP_NOMEM]++;
@@ -603,6 +629,12 @@ static void upm_publish(struct upm_pass *p, struct upm_page *up,
 		err = try_to_merge_with_ksm_page(rmap_item, up->page, NULL);
 		kfolio = page_folio(up->page);
 		folio_get(kfolio);
+		/*
+		 * The page may have changed since it was hashed: key the entry
+		 * by what it holds now that it is write-protected.
+		 */
+		if (!err)
+			hash = upm_hash_page(up->page, &up->zero);
 	}
 	if (err) {
 		folio_put(kfolio);
@@ -618,8 +650,9 @@ static void upm_publish(struct upm_pass *p, struct upm_page *up,
 		stable_node = stable_tree_insert(kfolio);
 	if (stable_node) {
 		stable_tree_append(rmap_item, stable_node, false);
-		e->hash = up->hash;
+		e->hash = hash;
 		e->domain = p->domain;
+		e->user_ns = p->user_ns ? get_user_ns(p->user_ns) : NULL;
 		e->stable_node = stable_node;
 		stable_node->upm_entry = e;
 		upm_index_add(&upm_index, e);
@@ -662,22 +695,40 @@ static void upm_merge_page(struct upm_pass *p, struct upm_page *up)
 		upm_publish(p, up, rmap_item);
 }
 
-static void upm_merge_batch(struct upm_pass *p)
+/*
+ * Merge the hashed batch under ksm_thread_mutex. What it allocates (index
+ * entries, stable nodes, rmap_items, frames) is charged to the memory
+ * cgroup of the advised mm, also when another process advises it.
+ *
+ * Return: 0, or -EINTR if a fatal signal came while waiting for the mutex.
+ */
+static int upm_merge_batch(struct upm_pass *p)
 {
+	struct mem_cgroup *memcg, *old_memcg;
 	unsigned int i;
 
-	mutex_lock(&ksm_thread_mutex);
+	/* "echo 2 > run" can hold the mutex for minutes */
+	if (mutex_lock_killable(&ksm_thread_mutex))
+		return -EINTR;
 	wait_while_offlining();
 	/* After "echo 2 > run" KSM stays unmerged until run is set again. */
 	if ((ksm_run & KSM_RUN_UNMERGE) || !upm_find_slot(p)) {
 		p->count[UPM_SKIP_DISABLED] += p->nr;
 		goto out;
 	}
-	p->domain = upm_domain_of(p->mm, p->owner);
+	memcg = get_mem_cgroup_from_mm(p->mm);
+	old_memcg = set_active_memcg(memcg);
+	p->domain = upm_domain_of(p->mm, p->owner, &p->user_ns);
 	for (i = 0; i < p->nr; i++)
 		upm_merge_page(p, &p->batch[i]);
+	if (p->user_ns)
+		put_user_ns(p->user_ns);
+	p->user_ns = NULL;
+	set_active_memcg(old_memcg);
+	mem_cgroup_put(memcg);
 out:
 	mutex_unlock(&ksm_thread_mutex);
+	return 0;
 }
 
 /**
@@ -712,9 +763,6 @@ int upm_check_range(struct mm_struct *mm, unsigned long start,
 	}
 	if (covered < end)
 		err = -ENOMEM;
-	/* From now on ksmd leaves this mm to UPM (see upm_ksmd_skips()) */
-	if (!err)
-		WRITE_ONCE(mm->upm_advised, true);
 	return err;
 }
 
@@ -749,6 +797,8 @@ int upm_merge_range(struct mm_struct *mm, struct task_struct *owner,
 	p->addr = start;
 	p->end = end;
 	trace_upm_advise_start(mm, start, end);
+	/* Its exit or unmerge prunes the index (see upm_prune_workfn()) */
+	WRITE_ONCE(mm->upm_advised, true);
 
 	/* Pages still in per-CPU LRU batches hold an extra reference. */
 	lru_add_drain_all();
@@ -765,9 +815,11 @@ int upm_merge_range(struct mm_struct *mm, struct task_struct *owner,
 			p->batch[i].hash = upm_hash_page(p->batch[i].page,
 							 &p->batch[i].zero);
 		if (p->nr)
-			upm_merge_batch(p);
+			err = upm_merge_batch(p);
 		for (i = 0; i < p->nr; i++)
 			put_page(p->batch[i].page);
+		if (err)
+			break;
 		/* Put the batch's new frames on the LRU for reclaim */
 		lru_add_drain();
 		cond_resched();
@@ -842,24 +894,39 @@ static DECLARE_DELAYED_WORK(upm_prune_work, upm_prune_workfn);
 void upm_unmerged(struct mm_struct *mm)
 {
 	if (READ_ONCE(mm->upm_advised))
-		mod_delayed_work(system_unbound_wq, &upm_prune_work,
-				 UPM_PRUNE_DELAY);
+		queue_delayed_work(system_unbound_wq, &upm_prune_work,
+				   UPM_PRUNE_DELAY);
 }
 
 /**
- * upm_ksmd_skips() - should ksmd leave this mm's pages alone?
- * @mm:	an mm that ksmd is scanning
+ * upm_ksmd_skips() - should ksmd leave the pages of this VMA alone?
+ * @vma:	a VMA that ksmd is scanning
  *
- * Under the domain policy, pages of an mm that used MADV_UPM_MERGEABLE
- * (or was forked from one) merge through UPM only: ksmd knows no domains.
- * Called by ksmd under ksm_thread_mutex.
+ * Under the domain policy, the ranges advised with MADV_UPM_MERGEABLE (and
+ * their copies in forked children) merge through UPM only: ksmd knows no
+ * domains. Ranges advised with MADV_MERGEABLE stay ksmd's, in the same mm.
+ * Called by ksmd under mmap_read_lock and ksm_thread_mutex, which orders
+ * it against changes of the policy.
  *
- * Return: true if ksmd must not merge @mm's pages.
+ * Return: true if ksmd must not merge the pages of @vma.
  */
-bool upm_ksmd_skips(struct mm_struct *mm)
+bool upm_ksmd_skips(struct vm_area_struct *vma)
 {
-	return READ_ONCE(mm->upm_advised) &&
+	return (vma->vm_flags & VM_UPM) &&
 	       upm_merge_policy == UPM_POLICY_DOMAIN;
+}
+
+/**
+ * upm_secure_exec() - a setuid or otherwise secure exec is under way
+ * @mm:	the new mm
+ *
+ * A merge domain chosen by the caller must not follow into a program
+ * that runs with more privilege: the new program starts in its default
+ * domain, and may join another one itself.
+ */
+void upm_secure_exec(struct mm_struct *mm)
+{
+	WRITE_ONCE(mm->upm_domain, 0);
 }
 
 /**
@@ -919,6 +986,8 @@ void upm_stable_node_freed(struct ksm_stable_node *stable_node)
 		return;
 	upm_index_del(&upm_index, e);
 	stable_node->upm_entry = NULL;
+	if (e->user_ns)
+		put_user_ns(e->user_ns);
 	kmem_cache_free(upm_entry_cache, e);
 }
 
@@ -936,8 +1005,8 @@ void upm_ksm_exit(struct mm_struct *mm)
 	struct mm_slot *slot;
 
 	if (mm->upm_advised)
-		mod_delayed_work(system_unbound_wq, &upm_prune_work,
-				 UPM_PRUNE_DELAY);
+		queue_delayed_work(system_unbound_wq, &upm_prune_work,
+				   UPM_PRUNE_DELAY);
 	if (!mm->ksm_rmap_items || (READ_ONCE(ksm_run) & KSM_RUN_MERGE))
 		return;
 
@@ -955,7 +1024,7 @@ void upm_ksm_exit(struct mm_struct *mm)
 		mm_slot = mm_slot_entry(slot, struct ksm_mm_slot, slot);
 		/* ksmd's cursor may point into the list: leave it to ksmd */
 		if (mm_slot != ksm_scan.mm_slot)
-			remove_trailing_rmap_items(&mm_slot->rmap_list);
+			ksm_free_exiting_rmap_items(mm_slot);
 	}
 out:
 	mutex_unlock(&ksm_thread_mutex);
@@ -1176,10 +1245,11 @@ static int __init upm_init(void)
 	zero = kzalloc(PAGE_SIZE, GFP_KERNEL);
 	if (!zero)
 		return -ENOMEM;
-	upm_zero_hash = xxh64(zero, PAGE_SIZE, 0);
+	upm_hash_seed = get_random_u64();
+	upm_zero_hash = xxh64(zero, PAGE_SIZE, upm_hash_seed);
 	kfree(zero);
 
-	upm_entry_cache = KMEM_CACHE(upm_entry, 0);
+	upm_entry_cache = KMEM_CACHE(upm_entry, SLAB_ACCOUNT);
 	if (!upm_entry_cache)
 		return -ENOMEM;
 	err = upm_index_init(&upm_index, bits);

@@ -12,7 +12,7 @@ start=$(date +%s)
 # KSM's slab caches can be checked for leaks on their own.
 FLAVOUR=debug OUT=$res TIMEOUT=${TIMEOUT:-2700} NUMA=${NUMA:-2} \
 	APPEND="${APPEND:-} slab_nomerge" \
-	"$TOP"/scripts/vm.sh "STRESS_SECONDS=${STRESS_SECONDS:-120} STRESS_SEED=${STRESS_SEED:-} bash $TOP/scripts/guest/run-tests.sh $BUILD/selftests"
+	CPUS=${CPUS:-2} "$TOP"/scripts/vm.sh "UPM_CPUS=${CPUS:-2} UPM_NODES=${NUMA:-2} STRESS_SECONDS=${STRESS_SECONDS:-120} STRESS_SEED=${STRESS_SEED:-} bash $TOP/scripts/guest/run-tests.sh $BUILD/selftests"
 vmrc=$?
 [ -f "$res/results.txt" ] || : > "$res/results.txt"
 if [ $vmrc != 0 ]; then
@@ -52,11 +52,12 @@ kinds "user-space helpers (upm_lib_tests, upm_python)" 'upm_lib_tests:|upm_pytho
 kinds "fault matrix (upm_matrix mx.*)" 'upm_matrix: [0-9]+ mx\.([^r]|r[^a]|ra[^c])'
 kinds "races (upm_matrix mx.race_*)" 'upm_matrix: [0-9]+ mx\.race_'
 kinds "bad input (upm_matrix bad.*)" 'upm_matrix: [0-9]+ bad\.'
+kinds "next to ksmd, fork, exit (upm_ksm_mix)" 'upm_ksm_mix:'
 kinds "stress (upm_stress, stress-ng)" 'upm_stress [0-9]+s$|upm_stress next|stress-ng (madvise|not)'
 kinds "kernel log checks" '.*: kernel log clean'
 kinds "leak check (upm_leakcheck)" 'upm_leakcheck:'
 kinds "upstream KSM selftests" 'ksm_functional_tests:|ksm_tests|cow:'
-kinds "guest run and make check" 'guest run|make check'
+kinds "guest run, CPUs, nodes, make check" 'guest (run|CPUs|NUMA)|make check'
 echo "Results: $res/results.txt; logs: $res/*.log; took $(( $(date +%s) - start ))s"
 echo "upm: $p passed, $f failed, $s skipped"
 [ "$f" = 0 ]

@@ -70,11 +70,8 @@ mkdir -p "$job/out"
 } > "$job/job.sh"
 
 numa=()
-numa_append=
 if [ "$NUMA" -gt 1 ]; then
-	# The guest kernel has no ACPI, so it does not read QEMU's SRAT:
-	# NUMA emulation splits its memory into the same number of nodes.
-	numa_append="numa=fake=$NUMA"
+	# Real NUMA nodes, described to the guest in ACPI's SRAT
 	m=$(( ${MEM%G} * 1024 / NUMA ))
 	for ((i = 0; i < NUMA; i++)); do
 		numa+=(-object "memory-backend-ram,id=m$i,size=${m}M"
@@ -93,7 +90,7 @@ case " ${APPEND:-} " in
 *) [ -s "$tsc" ] && APPEND="${APPEND:-} tsc_early_khz=$(cat "$tsc")" ;;
 esac
 append="console=ttyS0 rdinit=/init panic=-1 loglevel=4 \
-nokaslr tsc=reliable no_timer_check $numa_append ${APPEND:-}"
+nokaslr tsc=reliable no_timer_check ${APPEND:-}"
 [ $interactive = 1 ] && append="$append upm.interactive=1"
 
 [ "${QUIET:-0}" = 1 ] || step "Booting the $FLAVOUR kernel (${acc^^}, $CPUS CPUs, $MEM): $cmd"

@@ -11,6 +11,7 @@
 
 struct mm_struct;
 struct task_struct;
+struct vm_area_struct;
 struct ksm_stable_node;
 
 #ifdef CONFIG_UPM
@@ -21,7 +22,8 @@ int upm_merge_range(struct mm_struct *mm, struct task_struct *owner,
 void upm_stable_node_freed(struct ksm_stable_node *stable_node);
 void upm_ksm_exit(struct mm_struct *mm);
 void upm_unmerged(struct mm_struct *mm);
-bool upm_ksmd_skips(struct mm_struct *mm);
+bool upm_ksmd_skips(struct vm_area_struct *vma);
+void upm_secure_exec(struct mm_struct *mm);
 int upm_prctl(int option, unsigned long arg2, unsigned long arg3,
 	      unsigned long arg4, unsigned long arg5);
 #else
@@ -50,9 +52,13 @@ static inline void upm_unmerged(struct mm_struct *mm)
 {
 }
 
-static inline bool upm_ksmd_skips(struct mm_struct *mm)
+static inline bool upm_ksmd_skips(struct vm_area_struct *vma)
 {
 	return false;
+}
+
+static inline void upm_secure_exec(struct mm_struct *mm)
+{
 }
 
 static inline int upm_prctl(int option, unsigned long arg2,

@@ -167,6 +167,7 @@ static void upm_domain_test_keys(struct kunit *test)
 {
 	struct mm_struct *mm = kunit_kzalloc(test, sizeof(*mm), GFP_KERNEL);
 	const struct cred *cred = current_cred();
+	struct user_namespace *ns;
 	enum upm_policy saved;
 	u64 key;
 
@@ -175,17 +176,21 @@ static void upm_domain_test_keys(struct kunit *test)
 	saved = upm_merge_policy;
 
 	upm_merge_policy = UPM_POLICY_DOMAIN;
-	key = upm_domain_of(mm, current);
+	key = upm_domain_of(mm, current, &ns);
 	KUNIT_EXPECT_EQ(test, key, ((u64)cred->user_ns->ns.inum << 32) |
 				   __kuid_val(cred->euid));
 	KUNIT_EXPECT_GT(test, key, (u64)U32_MAX);
+	/* The key pins its namespace, so that its number is not reused */
+	KUNIT_EXPECT_PTR_EQ(test, ns, cred->user_ns);
+	put_user_ns(ns);
 	mm->upm_domain = INT_MAX;
-	KUNIT_EXPECT_EQ(test, upm_domain_of(mm, current), (u64)INT_MAX);
+	KUNIT_EXPECT_EQ(test, upm_domain_of(mm, current, &ns), (u64)INT_MAX);
+	KUNIT_EXPECT_NULL(test, ns);
 
 	upm_merge_policy = UPM_POLICY_GLOBAL;
-	KUNIT_EXPECT_EQ(test, upm_domain_of(mm, current), 0ULL);
+	KUNIT_EXPECT_EQ(test, upm_domain_of(mm, current, &ns), 0ULL);
 	mm->upm_domain = 0;
-	KUNIT_EXPECT_EQ(test, upm_domain_of(mm, current), 0ULL);
+	KUNIT_EXPECT_EQ(test, upm_domain_of(mm, current, &ns), 0ULL);
 
 	upm_merge_policy = saved;
 	mutex_unlock(&ksm_thread_mutex);

@@ -89,6 +89,20 @@ log_clean() {
 
 guest_setup
 
+# The races and the stress only mean something on the CPUs asked for.
+cpus=$(grep -c '^processor' /proc/cpuinfo)
+nodes=$(ls -d /sys/devices/system/node/node[0-9]* | wc -l)
+if [ "$cpus" -ge "${UPM_CPUS:-1}" ]; then
+	record PASS "guest CPUs: $cpus online, ${UPM_CPUS:-1} asked for"
+else
+	record FAIL "guest CPUs: $cpus online, ${UPM_CPUS:-1} asked for"
+fi
+if [ "$nodes" -ge "${UPM_NODES:-1}" ]; then
+	record PASS "guest NUMA nodes: $nodes, ${UPM_NODES:-1} asked for"
+else
+	record FAIL "guest NUMA nodes: $nodes, ${UPM_NODES:-1} asked for"
+fi
+
 cd "$st/upm" || exit 1
 run_tap upm_tests ./upm_tests
 run_tap upm_domain_tests ./upm_domain_tests
@@ -98,6 +112,8 @@ echo 2 > /proc/sys/vm/nr_hugepages
 run_tap upm_matrix ./upm_matrix
 echo 0 > /proc/sys/vm/nr_hugepages
 log_clean upm_matrix
+run_tap upm_ksm_mix ./upm_ksm_mix
+log_clean upm_ksm_mix
 
 secs=${STRESS_SECONDS:-120}
 echo "==> upm_stress for ${secs}s"
