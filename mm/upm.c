@@ -7,6 +7,7 @@
 
 #define pr_fmt(fmt) "upm: " fmt
 
+#include <linux/debugfs.h>
 #include <linux/hash.h>
 #include <linux/highmem.h>
 #include <linux/huge_mm.h>
@@ -20,6 +21,7 @@
 #include <linux/prctl.h>
 #include <linux/random.h>
 #include <linux/rmap.h>
+#include <linux/seq_file.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
 #include <linux/swap.h>
@@ -83,13 +85,20 @@
  * whoever can merge a page with yours learns that you hold its content.
  * By default (merge_policy "domain") a page only meets pages of the same
  * domain: the explicit domain of its mm (PR_SET_UPM_DOMAIN; joining one
- * needs CAP_SYS_ADMIN; fork and exec keep it), or else the owner's user
- * namespace and effective uid, that is, processes that could already read
- * each other's memory. The stable nodes of such pages are kept off KSM's
- * stable tree (stable_node_off_tree()) and ksmd leaves the mms that used
- * UPM alone (upm_ksmd_skips()), so neither ksmd nor KSM's tree statistics
- * connect two domains. merge_policy "global" merges everything, as ksmd
- * does, and puts the nodes in the stable tree.
+ * needs CAP_SYS_ADMIN; fork and a plain exec keep it, a secure exec drops
+ * it), or else the owner's user namespace and effective uid, that is,
+ * processes that could already read each other's memory. The stable nodes
+ * of such pages are kept off KSM's stable tree (stable_node_off_tree()),
+ * and ksmd leaves the ranges advised to UPM (VM_UPM) alone
+ * (upm_ksmd_skips()), so neither ksmd nor KSM's tree statistics connect
+ * two domains. ksmd still keeps the rmap_items of those ranges right; in
+ * particular it gives a forked child's KSM pages their own. merge_policy
+ * "global" merges everything, as ksmd does, and puts the nodes in the
+ * stable tree.
+ *
+ * What UPM allocates for an adviser (entries, stable nodes, rmap_items,
+ * safe frames) is charged to the advised mm's memory cgroup, and never
+ * reclaims hard, dips into reserves or OOM-kills: advice is a hint.
  *
  * Why the first adviser's page is write-protected at once rather than kept
  * as a writable candidate: once entered, the page is a KSM page, so a later
@@ -1133,7 +1142,7 @@ static ssize_t safe_frames_store(struct kobject *kobj,
 }
 static struct kobj_attribute safe_frames_attr = __ATTR_RW(safe_frames);
 
-/* Per-domain totals of the index, for the "domains" file */
+/* Per-domain totals of the index, for debugfs "upm/domains" */
 struct upm_domain_stat {
 	u64 domain;
 	unsigned long entries;
@@ -1141,6 +1150,8 @@ struct upm_domain_stat {
 };
 
 #define UPM_DOMAINS_SHOWN	64
+/* Buckets looked at per hold of ksm_thread_mutex */
+#define UPM_DOMAINS_BUCKETS	1024
 
 static void upm_domain_stat_add(struct upm_domain_stat *st,
 				unsigned int *nr, struct upm_entry *e)
@@ -1161,49 +1172,58 @@ static void upm_domain_stat_add(struct upm_domain_stat *st,
 
 /*
  * One line per domain with entries in the index: the domain, its entries
- * and the mappings of their pages. Readable by root only (mode 0400): it
- * tells which users and domains share what amount of memory.
+ * and the mappings of their pages. A diagnostic for root (mode 0400): it
+ * tells which users and domains share what amount of memory. The walk
+ * takes ksm_thread_mutex for a slice of buckets at a time, so advisers and
+ * ksmd are not held up, and waits while memory is being offlined, which
+ * frees stable nodes and their entries. Entries that move while the mutex
+ * is dropped may be counted once or not at all.
  */
-static ssize_t domains_show(struct kobject *kobj,
-			    struct kobj_attribute *attr, char *buf)
+static int upm_domains_show(struct seq_file *m, void *unused)
 {
 	unsigned long b, nr_buckets = 1UL << upm_index.bits;
 	struct upm_domain_stat *st;
 	unsigned int i, nr = 0;
 	struct upm_entry *e;
-	int len = 0;
 
 	st = kcalloc(UPM_DOMAINS_SHOWN, sizeof(*st), GFP_KERNEL);
 	if (!st)
 		return -ENOMEM;
-	mutex_lock(&ksm_thread_mutex);
 	for (b = 0; b < nr_buckets; b++) {
+		if (!(b % UPM_DOMAINS_BUCKETS)) {
+			if (b)
+				mutex_unlock(&ksm_thread_mutex);
+			cond_resched();
+			if (mutex_lock_killable(&ksm_thread_mutex)) {
+				kfree(st);
+				return -EINTR;
+			}
+			wait_while_offlining();
+		}
 		hlist_for_each_entry(e, &upm_index.buckets[b], node)
 			upm_domain_stat_add(st, &nr, e);
-		cond_resched();
 	}
 	mutex_unlock(&ksm_thread_mutex);
 
-	len += sysfs_emit_at(buf, len, "# domain entries mappings\n");
+	seq_puts(m, "# domain entries mappings\n");
 	for (i = 0; i < nr; i++) {
 		u64 d = st[i].domain;
 
 		if (!d)
-			len += sysfs_emit_at(buf, len, "global");
+			seq_puts(m, "global");
 		else if (d >> 32)
-			len += sysfs_emit_at(buf, len, "userns=%llu,euid=%llu",
-					     d >> 32, d & U32_MAX);
+			seq_printf(m, "userns=%llu,euid=%llu", d >> 32,
+				   d & U32_MAX);
 		else
-			len += sysfs_emit_at(buf, len, "id=%llu", d);
-		len += sysfs_emit_at(buf, len, " %lu %lu\n", st[i].entries,
-				     st[i].mappings);
+			seq_printf(m, "id=%llu", d);
+		seq_printf(m, " %lu %lu\n", st[i].entries, st[i].mappings);
 	}
 	if (nr == UPM_DOMAINS_SHOWN)
-		len += sysfs_emit_at(buf, len, "# more domains not shown\n");
+		seq_puts(m, "# more domains not shown\n");
 	kfree(st);
-	return len;
+	return 0;
 }
-static struct kobj_attribute domains_attr = __ATTR_RO_MODE(domains, 0400);
+DEFINE_SHOW_ATTRIBUTE(upm_domains);
 
 static struct attribute *upm_attrs[] = {
 	&upm_attr_calls.attr.attr,
@@ -1225,7 +1245,6 @@ static struct attribute *upm_attrs[] = {
 	&index_buckets_attr.attr,
 	&merge_policy_attr.attr,
 	&safe_frames_attr.attr,
-	&domains_attr.attr,
 	NULL,
 };
 
@@ -1262,6 +1281,9 @@ static int __init upm_init(void)
 		goto out_index;
 	}
 #endif
+	/* A diagnostic: UPM works without it */
+	debugfs_create_file("domains", 0400, debugfs_create_dir("upm", NULL),
+			    NULL, &upm_domains_fops);
 	WRITE_ONCE(upm_ready, true);
 	pr_info("index of %u buckets ready\n", 1U << bits);
 	return 0;

@@ -33,6 +33,8 @@ add_step() {	# add_step NAME HEADER-TEXT FILE...
 }
 
 mapfile -t series < <(grep -v -e '^#' -e '^$' "$TOP/patches/series")
+# An independent fix goes first.
+add_step ksm-tests-fix "$(header "${series[6]}")" $(hunk_files "${series[6]}")
 add_step uapi "$(header "${series[0]}")" $(hunk_files "${series[0]}")
 add_step ksm-internals "$(header "${series[1]}")" $(hunk_files "${series[1]}")
 add_step core "From: $from

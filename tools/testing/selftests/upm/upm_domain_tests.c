@@ -608,20 +608,25 @@ TEST_F(domain, ksmd_stays_out_of_domains)
 }
 
 /* The per-domain totals: for root only, and they count what is merged. */
+#define UPM_DOMAINS_FILE "/sys/kernel/debug/upm/domains"
+
 TEST_F(domain, domains_file)
 {
 	char buf[4096], line[64];
 	struct stat st;
 
-	ASSERT_EQ(0, stat("/sys/kernel/mm/upm/domains", &st));
+	if (access("/sys/kernel/debug/upm", F_OK))
+		SKIP(return, "no debugfs at /sys/kernel/debug");
+
+	ASSERT_EQ(0, stat(UPM_DOMAINS_FILE, &st));
 	EXPECT_EQ(0400, st.st_mode & 0777);
 	start(0, UID_A, 9, 8, ADVISE_UPM);
 	start(1, UID_B, 9, 8, ADVISE_UPM);
-	read_str("/sys/kernel/mm/upm/domains", buf, sizeof(buf));
+	read_str(UPM_DOMAINS_FILE, buf, sizeof(buf));
 	snprintf(line, sizeof(line), "\nid=9 %d %d\n", NPAGES, 2 * NPAGES);
 	EXPECT_NE(NULL, strstr(buf, line)) TH_LOG("%s", buf);
 	EXPECT_EQ(0, AS_USER(UID_A, ({
-		CHECK(1, open("/sys/kernel/mm/upm/domains", O_RDONLY) < 0);
+		CHECK(1, open(UPM_DOMAINS_FILE, O_RDONLY) < 0);
 		CHECK(2, errno == EACCES);
 	})));
 }
