@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -607,6 +608,97 @@ TEST_F(mix, secure_exec_leaves_domain)
 	exe[n] = '\0';
 	EXPECT_EQ(77, exec_domain(exe, false));
 	EXPECT_EQ(0, exec_domain(exe, true));
+}
+
+/* The state letter of a process, from /proc/PID/stat, or 0 */
+static char proc_state(pid_t pid)
+{
+	char path[64], buf[512], *p;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	read_str(path, buf, sizeof(buf));
+	p = strrchr(buf, ')');
+	return p && p[1] == ' ' ? p[2] : 0;
+}
+
+/*
+ * "echo 2 > run" holds ksm_thread_mutex while it unmerges everything,
+ * which can take minutes. An adviser waiting for the mutex meanwhile must
+ * die at once when killed, not when the unmerge is done.
+ */
+#define KILL_PAGES	32768	/* 128 MiB of one content, to unmerge */
+
+TEST_F_TIMEOUT(mix, advice_wait_is_killable, 600)
+{
+	int go[2], done[2], status;
+	pid_t waiter, unmerger;
+	struct pollfd pfd;
+	double deadline;
+	char *p;
+	bool blocked = false, killed_first = false;
+
+	write_str(KSM "run", "0");
+	ASSERT_EQ(0, pipe(go));
+	ASSERT_EQ(0, pipe(done));
+	/* Many KSM mappings, so that run=2 holds the mutex for a while */
+	p = map_anon(KILL_PAGES);
+	ASSERT_NE(NULL, p);
+	memset(p, 0x5a, KILL_PAGES * psize);
+	ASSERT_EQ(0, madvise(p, KILL_PAGES * psize, MADV_UPM_MERGEABLE));
+
+	waiter = fork();
+	ASSERT_GE(waiter, 0);
+	if (!waiter) {
+		char *q = map_anon(1);
+
+		if (!q)
+			_exit(2);
+		fill(q, 1, 0x6b696c6c);
+		read_byte(go[0]);
+		madvise(q, psize, MADV_UPM_MERGEABLE);
+		_exit(0);
+	}
+	unmerger = fork();
+	ASSERT_GE(unmerger, 0);
+	if (!unmerger) {
+		write_str(KSM "run", "2");
+		write_byte(done[1]);
+		_exit(0);
+	}
+	close(done[1]);
+	/* Let the unmerge take the mutex first, then send the adviser */
+	usleep(100000);
+	write_byte(go[1]);
+	pfd.fd = done[0];
+	pfd.events = POLLIN;
+	deadline = now() + 10;
+	while (!blocked && now() < deadline && !poll(&pfd, 1, 1))
+		blocked = proc_state(waiter) == 'D';
+	if (!blocked || poll(&pfd, 1, 0)) {
+		kill(waiter, SIGKILL);
+		waitpid(waiter, NULL, 0);
+		waitpid(unmerger, NULL, 0);
+		write_str(KSM "run", "0");
+		SKIP(return, "the unmerge ended before the adviser waited");
+	}
+	ASSERT_EQ(0, kill(waiter, SIGKILL));
+	/* Is the killed adviser gone before the unmerge is done? */
+	while (!poll(&pfd, 1, 1)) {
+		if (waitpid(waiter, &status, WNOHANG) == waiter) {
+			killed_first = true;
+			break;
+		}
+	}
+	if (!killed_first)
+		waitpid(waiter, &status, 0);
+	EXPECT_TRUE(killed_first);
+	EXPECT_TRUE(WIFSIGNALED(status));
+	waitpid(unmerger, NULL, 0);
+	write_str(KSM "run", "0");
+	munmap(p, KILL_PAGES * psize);
+	close(go[0]);
+	close(go[1]);
+	close(done[0]);
 }
 
 int main(int argc, char **argv)
