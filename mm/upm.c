@@ -429,7 +429,10 @@ static void upm_collect(struct upm_pass *p)
 			p->addr = vma->vm_start;
 		}
 		vend = min(vma->vm_end, walk_end);
-		if (!(vma->vm_flags & VM_MERGEABLE) || !vma->anon_vma) {
+		/* Advised again since madvise checked it: no longer UPM's */
+		if (!(vma->vm_flags & VM_MERGEABLE) || !vma->anon_vma ||
+		    (!(vma->vm_flags & VM_UPM) &&
+		     READ_ONCE(upm_merge_policy) == UPM_POLICY_DOMAIN)) {
 			p->count[UPM_SKIP_ABSENT] += (vend - p->addr) >>
 						     PAGE_SHIFT;
 			p->addr = vend;
@@ -653,10 +656,18 @@ static void upm_publish(struct upm_pass *p, struct upm_page *up,
 	}
 
 	folio_lock(kfolio);
-	if (p->domain)
+	if (p->domain) {
 		stable_node = stable_node_off_tree(kfolio);
-	else
+	} else {
+		/*
+		 * KSM's own node, allocated as ksmd does (it may dip into
+		 * reserves): not charged, so that the hint cannot OOM-kill.
+		 */
+		struct mem_cgroup *memcg = set_active_memcg(root_mem_cgroup);
+
 		stable_node = stable_tree_insert(kfolio);
+		set_active_memcg(memcg);
+	}
 	if (stable_node) {
 		stable_tree_append(rmap_item, stable_node, false);
 		e->hash = hash;
@@ -879,20 +890,44 @@ static void upm_prune_index(void)
 	}
 }
 
+static void upm_prune_workfn(struct work_struct *work);
+static DECLARE_DELAYED_WORK(upm_prune_work, upm_prune_workfn);
+
+/* Time for an exiting mm's pages to be freed before the index is pruned */
+#define UPM_PRUNE_DELAY		(HZ / 2)
+/* jiffies of the last request for a prune */
+static unsigned long upm_prune_requested;
+
+/*
+ * Prune the index UPM_PRUNE_DELAY after a request. A request while the
+ * work is pending does not postpone it (a stream of exits must not starve
+ * the prune); a request too recent for the run that covered it gets a run
+ * of its own.
+ */
+static void upm_request_prune(void)
+{
+	WRITE_ONCE(upm_prune_requested, jiffies);
+	queue_delayed_work(system_unbound_wq, &upm_prune_work,
+			   UPM_PRUNE_DELAY);
+}
+
 static void upm_prune_workfn(struct work_struct *work)
 {
+	unsigned long started = jiffies;
+	unsigned long last;
+
 	/* A freed page may still be held by a per-CPU LRU batch */
 	lru_add_drain_all();
 	mutex_lock(&ksm_thread_mutex);
 	wait_while_offlining();
 	upm_prune_index();
 	mutex_unlock(&ksm_thread_mutex);
+
+	last = READ_ONCE(upm_prune_requested);
+	if (time_after(last + UPM_PRUNE_DELAY, started))
+		queue_delayed_work(system_unbound_wq, &upm_prune_work,
+				   last + UPM_PRUNE_DELAY - started);
 }
-
-static DECLARE_DELAYED_WORK(upm_prune_work, upm_prune_workfn);
-
-/* Time for an exiting mm's pages to be freed before the index is pruned */
-#define UPM_PRUNE_DELAY		(HZ / 2)
 
 /**
  * upm_unmerged() - MADV_UNMERGEABLE broke the sharing of a range
@@ -903,24 +938,30 @@ static DECLARE_DELAYED_WORK(upm_prune_work, upm_prune_workfn);
 void upm_unmerged(struct mm_struct *mm)
 {
 	if (READ_ONCE(mm->upm_advised))
-		queue_delayed_work(system_unbound_wq, &upm_prune_work,
-				   UPM_PRUNE_DELAY);
+		upm_request_prune();
 }
 
 /**
- * upm_ksmd_skips() - should ksmd leave the pages of this VMA alone?
- * @vma:	a VMA that ksmd is scanning
+ * upm_ksmd_skips() - should ksmd leave this page alone?
+ * @vma:	the VMA that ksmd is scanning
+ * @stable_node: the page's stable node if it is a KSM page, else NULL
  *
  * Under the domain policy, the ranges advised with MADV_UPM_MERGEABLE (and
  * their copies in forked children) merge through UPM only: ksmd knows no
  * domains. Ranges advised with MADV_MERGEABLE stay ksmd's, in the same mm.
+ * A page shared within a domain stays out of ksmd's trees wherever it is
+ * mapped (its VMA may have been advised again since UPM merged it).
  * Called by ksmd under mmap_read_lock and ksm_thread_mutex, which orders
- * it against changes of the policy.
+ * it against changes of the policy and of the index.
  *
- * Return: true if ksmd must not merge the pages of @vma.
+ * Return: true if ksmd must not merge the page.
  */
-bool upm_ksmd_skips(struct vm_area_struct *vma)
+bool upm_ksmd_skips(struct vm_area_struct *vma,
+		    struct ksm_stable_node *stable_node)
 {
+	if (stable_node && stable_node->upm_entry &&
+	    stable_node->upm_entry->domain)
+		return true;
 	return (vma->vm_flags & VM_UPM) &&
 	       upm_merge_policy == UPM_POLICY_DOMAIN;
 }
@@ -1014,8 +1055,7 @@ void upm_ksm_exit(struct mm_struct *mm)
 	struct mm_slot *slot;
 
 	if (mm->upm_advised)
-		queue_delayed_work(system_unbound_wq, &upm_prune_work,
-				   UPM_PRUNE_DELAY);
+		upm_request_prune();
 	if (!mm->ksm_rmap_items || (READ_ONCE(ksm_run) & KSM_RUN_MERGE))
 		return;
 

@@ -74,8 +74,11 @@ if [ "$NUMA" -gt 1 ]; then
 	# Real NUMA nodes, described to the guest in ACPI's SRAT
 	m=$(( ${MEM%G} * 1024 / NUMA ))
 	for ((i = 0; i < NUMA; i++)); do
+		# CPUs round-robin over the nodes, every one of them placed
+		cpus=
+		for ((c = i; c < CPUS; c += NUMA)); do cpus+=",cpus=$c"; done
 		numa+=(-object "memory-backend-ram,id=m$i,size=${m}M"
-		       -numa "node,nodeid=$i,memdev=m$i")
+		       -numa "node,nodeid=$i,memdev=m$i$cpus")
 	done
 fi
 # The guest TSC ticks at the host's rate (TCG); tell the guest that rate,
@@ -89,12 +92,17 @@ case " ${APPEND:-} " in
 *" tsc_early_khz="*) ;;
 *) [ -s "$tsc" ] && APPEND="${APPEND:-} tsc_early_khz=$(cat "$tsc")" ;;
 esac
+# Under TCG a loaded host can stall a vCPU thread for tens of seconds
+# while guest time runs on: report a soft lockup only after 120 s (the
+# hung task timeout), not the default 20 s.
 append="console=ttyS0 rdinit=/init panic=-1 loglevel=4 \
-nokaslr tsc=reliable no_timer_check ${APPEND:-}"
+nokaslr tsc=reliable no_timer_check watchdog_thresh=60 ${APPEND:-}"
 [ $interactive = 1 ] && append="$append upm.interactive=1"
 
 [ "${QUIET:-0}" = 1 ] || step "Booting the $FLAVOUR kernel (${acc^^}, $CPUS CPUs, $MEM): $cmd"
-qemu=(qemu-system-x86_64 "${cpu[@]}" -m "$MEM" -smp "$CPUS" "${numa[@]}"
+# One CPU per socket: a socket (its LLC) never spans two NUMA nodes
+qemu=(qemu-system-x86_64 "${cpu[@]}" -m "$MEM"
+	-smp "$CPUS,sockets=$CPUS,cores=1,threads=1" "${numa[@]}"
 	-kernel "$kernel" -initrd "$initrd" -append "$append"
 	-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap
 	-virtfs "local,path=$job,mount_tag=upmjob,security_model=none"

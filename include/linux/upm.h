@@ -22,7 +22,8 @@ int upm_merge_range(struct mm_struct *mm, struct task_struct *owner,
 void upm_stable_node_freed(struct ksm_stable_node *stable_node);
 void upm_ksm_exit(struct mm_struct *mm);
 void upm_unmerged(struct mm_struct *mm);
-bool upm_ksmd_skips(struct vm_area_struct *vma);
+bool upm_ksmd_skips(struct vm_area_struct *vma,
+		    struct ksm_stable_node *stable_node);
 void upm_secure_exec(struct mm_struct *mm);
 int upm_prctl(int option, unsigned long arg2, unsigned long arg3,
 	      unsigned long arg4, unsigned long arg5);
@@ -52,7 +53,8 @@ static inline void upm_unmerged(struct mm_struct *mm)
 {
 }
 
-static inline bool upm_ksmd_skips(struct vm_area_struct *vma)
+static inline bool upm_ksmd_skips(struct vm_area_struct *vma,
+				  struct ksm_stable_node *stable_node)
 {
 	return false;
 }
