@@ -410,9 +410,9 @@ TEST_F_TIMEOUT(fork_move, child_pages_move, 300)
 		moved += st[i] == nodes[i];
 	}
 	EXPECT_EQ(MOVE_PAGES, moved);
-	TH_LOG("moved %d of %d pages of the child (KSM pages: %ld, the child's rmap_items: %ld)",
-	       moved, MOVE_PAGES, ksm_pages, child_ksm_stat(child,
-							  "ksm_rmap_items"));
+	TH_LOG("moved %d of %d pages of the child", moved, MOVE_PAGES);
+	TH_LOG("KSM pages %ld, rmap_items of the child %ld", ksm_pages,
+	       child_ksm_stat(child, "ksm_rmap_items"));
 
 	/* The child (not ours to wait for) checks its content after the move */
 	write_byte(to_child[1]);
