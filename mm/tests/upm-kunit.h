@@ -160,6 +160,21 @@ static void upm_hash_test_zero(struct kunit *test)
 }
 
 /*
+ * The content hash is seeded at boot, so nobody can tell which bucket a
+ * content lands in: the hash of zeroes is not the unseeded one.
+ */
+static void upm_hash_test_seeded(struct kunit *test)
+{
+	void *zero = kunit_kzalloc(test, PAGE_SIZE, GFP_KERNEL);
+
+	KUNIT_ASSERT_NOT_NULL(test, zero);
+	KUNIT_EXPECT_NE(test, upm_hash_seed, 0ULL);
+	KUNIT_EXPECT_EQ(test, upm_zero_hash,
+			xxh64(zero, PAGE_SIZE, upm_hash_seed));
+	KUNIT_EXPECT_NE(test, upm_zero_hash, xxh64(zero, PAGE_SIZE, 0));
+}
+
+/*
  * Domain keys: 0 under the global policy, the explicit id if the mm has
  * one, else user namespace and euid, which never equals an explicit id.
  */
@@ -202,6 +217,7 @@ static struct kunit_case upm_index_test_cases[] = {
 	KUNIT_CASE(upm_index_test_collisions),
 	KUNIT_CASE(upm_index_test_remove),
 	KUNIT_CASE(upm_hash_test_zero),
+	KUNIT_CASE(upm_hash_test_seeded),
 	KUNIT_CASE(upm_domain_test_keys),
 	{},
 };

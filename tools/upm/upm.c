@@ -4,17 +4,38 @@
  * The interface is described in upm.h.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "upm.h"
+
+#ifndef MADV_MERGEABLE
+#define MADV_MERGEABLE 12
+#endif
+/* The same numbers on every architecture but alpha */
+#ifndef SYS_pidfd_send_signal
+#define SYS_pidfd_send_signal 424
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_process_madvise
+#define SYS_process_madvise 440
+#endif
+#define UPM_IOV_MAX 1024
 
 static void upm_path(char *buf, size_t size, const char *path)
 {
@@ -29,6 +50,8 @@ const char *upm_strerror(int err)
 		err = -err;
 	if (err == ENOSYS)
 		return "kernel has no UPM (no /sys/kernel/mm/upm, or madvise rejects MADV_UPM_MERGEABLE)";
+	if (err == EOPNOTSUPP)
+		return "this kernel does not support remote UPM advice (process_madvise rejects MADV_UPM_MERGEABLE)";
 	return strerror(err);
 }
 
@@ -43,23 +66,44 @@ int upm_available(void)
 	return 0;
 }
 
+static long upm_pidfd_open(pid_t pid)
+{
+	return syscall(SYS_pidfd_open, pid, 0);
+}
+
+static long upm_process_madvise(int pidfd, const struct iovec *iov,
+				size_t n, int advice)
+{
+	return syscall(SYS_process_madvise, pidfd, iov, n, advice, 0);
+}
+
 /*
  * EINVAL from madvise() means either a range UPM cannot take (shared,
  * hugetlb, VM_IO...) or a kernel that does not know the advice. Tell them
- * apart by advising one fresh private anonymous page.
+ * apart by advising one fresh private anonymous page, with madvise() or,
+ * if remote, with process_madvise() on a pidfd of this process.
  */
-static int upm_probe_kernel(void)
+static int upm_probe_kernel(int remote)
 {
 	long psz = sysconf(_SC_PAGESIZE);
 	char *p = mmap(NULL, psz, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	int ret = 0;
+	struct iovec iov = { p, psz };
+	int ret = 0, fd = -1;
 
 	if (p == MAP_FAILED)
 		return -errno;
 	p[0] = 1;
-	if (madvise(p, psz, MADV_UPM_MERGEABLE))
+	if (remote) {
+		fd = upm_pidfd_open(getpid());
+		if (fd < 0 || upm_process_madvise(fd, &iov, 1,
+						  MADV_UPM_MERGEABLE) < 0)
+			ret = errno == EINVAL ? -ENOSYS : -errno;
+		if (fd >= 0)
+			close(fd);
+	} else if (madvise(p, psz, MADV_UPM_MERGEABLE)) {
 		ret = errno == EINVAL ? -ENOSYS : -errno;
+	}
 	munmap(p, psz);
 	return ret;
 }
@@ -71,9 +115,14 @@ int upm_advise(void *addr, size_t len)
 	if (!madvise(addr, len, MADV_UPM_MERGEABLE))
 		return 0;
 	err = errno;
-	if (err == EINVAL && (upm_available() || upm_probe_kernel()))
+	if (err == EINVAL && (upm_available() || upm_probe_kernel(0)))
 		return -ENOSYS;
 	return -err;
+}
+
+static int ksm_advise(void *addr, size_t len)
+{
+	return madvise(addr, len, MADV_MERGEABLE) ? -errno : 0;
 }
 
 static double now(void)
@@ -103,50 +152,75 @@ static int anon_writable(const char *line, unsigned long *start,
 	return 0;
 }
 
-int upm_advise_self(struct upm_advise_result *res)
+int upm_anon_ranges(pid_t pid, struct upm_range **ranges, size_t *nr)
 {
-	struct upm_advise_result r = { 0 };
-	unsigned long (*ranges)[2] = NULL, start, end;
-	size_t n = 0, cap = 0, i;
-	char line[512];
+	struct upm_range *r = NULL;
+	unsigned long start, end;
+	size_t n = 0, cap = 0, lsize = 0;
+	char path[64], *line = NULL;
+	int ret = 0;
 	FILE *f;
-	int ret = upm_available();
-	double t;
 
-	if (ret)
-		return ret;
-	/* Read all ranges first: advising may not change the maps. */
-	f = fopen("/proc/self/maps", "r");
+	if (pid)
+		snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+	else
+		strcpy(path, "/proc/self/maps");
+	f = fopen(path, "r");
 	if (!f)
-		return -errno;
-	while (fgets(line, sizeof(line), f)) {
+		return errno == ENOENT ? -ESRCH : -errno;
+	while (getline(&line, &lsize, f) > 0) {
 		if (!anon_writable(line, &start, &end))
 			continue;
 		if (n == cap) {
 			void *q;
 
 			cap = cap ? 2 * cap : 64;
-			q = realloc(ranges, cap * sizeof(*ranges));
+			q = realloc(r, cap * sizeof(*r));
 			if (!q) {
-				fclose(f);
-				free(ranges);
-				return -ENOMEM;
+				ret = -ENOMEM;
+				break;
 			}
-			ranges = q;
+			r = q;
 		}
-		ranges[n][0] = start;
-		ranges[n][1] = end;
+		r[n].start = start;
+		r[n].end = end;
 		n++;
 	}
+	if (!ret && ferror(f))
+		ret = -errno;
 	fclose(f);
+	free(line);
+	if (ret) {
+		free(r);
+		return ret;
+	}
+	*ranges = r;
+	*nr = n;
+	return 0;
+}
+
+static int advise_self(int (*advise)(void *, size_t),
+		       struct upm_advise_result *res)
+{
+	struct upm_advise_result r = { 0 };
+	struct upm_range *ranges;
+	size_t n, i;
+	double t;
+	int ret;
+
+	/* Read all ranges first: advising may not change the maps. */
+	ret = upm_anon_ranges(0, &ranges, &n);
+	if (ret)
+		return ret;
 	for (i = 0; i < n; i++) {
-		size_t len = ranges[i][1] - ranges[i][0];
+		size_t len = ranges[i].end - ranges[i].start;
 
 		t = now();
-		ret = upm_advise((void *)ranges[i][0], len);
+		ret = advise((void *)ranges[i].start, len);
 		r.seconds += now() - t;
 		if (ret == -ENOMEM) {	/* unmapped meanwhile */
 			r.ranges_skipped++;
+			ret = 0;
 			continue;
 		}
 		if (ret)
@@ -154,6 +228,79 @@ int upm_advise_self(struct upm_advise_result *res)
 		r.ranges++;
 		r.bytes += len;
 	}
+	free(ranges);
+	if (res)
+		*res = r;
+	return ret;
+}
+
+int upm_advise_self(struct upm_advise_result *res)
+{
+	int ret = upm_available();
+
+	return ret ? ret : advise_self(upm_advise, res);
+}
+
+int upm_advise_self_ksm(struct upm_advise_result *res)
+{
+	return advise_self(ksm_advise, res);
+}
+
+/* Is the process of this pidfd still there (not yet reaped)? */
+static int pidfd_alive(int pidfd)
+{
+	/* EPERM: there, only not ours to signal */
+	return !syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) ||
+	       errno != ESRCH;
+}
+
+int upm_advise_pid(pid_t pid, struct upm_advise_result *res)
+{
+	struct upm_advise_result r = { 0 };
+	struct upm_range *ranges = NULL;
+	struct iovec iov[UPM_IOV_MAX];
+	size_t n = 0, i, j, k;
+	int fd, ret;
+	double t;
+	long done;
+
+	ret = upm_available();
+	if (ret)
+		return ret;
+	if (pid <= 0)
+		return -EINVAL;
+	/*
+	 * The pidfd first, then the maps, then a check that the pidfd's
+	 * process still lives: the maps read are then that process's, not
+	 * those of another one that was given the same pid meanwhile.
+	 */
+	fd = upm_pidfd_open(pid);
+	if (fd < 0)
+		return -errno;
+	ret = upm_anon_ranges(pid, &ranges, &n);
+	if (!ret && !pidfd_alive(fd))
+		ret = -ESRCH;
+	for (i = 0; !ret && i < n; i += k) {
+		k = n - i < UPM_IOV_MAX ? n - i : UPM_IOV_MAX;
+		for (j = 0; j < k; j++) {
+			struct upm_range *x = &ranges[i + j];
+
+			iov[j].iov_base = (void *)x->start;
+			iov[j].iov_len = x->end - x->start;
+		}
+		t = now();
+		done = upm_process_madvise(fd, iov, k, MADV_UPM_MERGEABLE);
+		r.seconds += now() - t;
+		if (done < 0) {
+			ret = -errno;
+			if (ret == -EINVAL && upm_probe_kernel(1))
+				ret = -EOPNOTSUPP;
+			break;
+		}
+		r.ranges += k;
+		r.bytes += done;
+	}
+	close(fd);
 	free(ranges);
 	if (res)
 		*res = r;
@@ -176,46 +323,128 @@ int upm_read_value(const char *path, long *val)
 	return ret;
 }
 
-static long value_or(const char *dir, const char *name)
+/* The file's first word as a decimal integer, as Python's int() reads it */
+static int read_integer(int dirfd, const char *name, long *val)
 {
-	char path[256];
-	long v;
+	char buf[64], *s, *e;
+	ssize_t len;
+	int fd;
 
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	return upm_read_value(path, &v) ? -1 : v;
+	fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	len = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (len <= 0)
+		return -EIO;
+	buf[len] = 0;
+	for (s = buf; *s == ' ' || *s == '\t' || *s == '\n'; s++)
+		;
+	errno = 0;
+	*val = strtol(s, &e, 10);
+	if (e == s || errno || (*e && *e != ' ' && *e != '\t' && *e != '\n'))
+		return -EINVAL;
+	return 0;
+}
+
+static int counter_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct upm_counter *)a)->name,
+		      ((const struct upm_counter *)b)->name);
+}
+
+int upm_read_counters(const char *dir, struct upm_counters *c)
+{
+	struct upm_counter *x;
+	char path[4096];
+	struct dirent *d;
+	DIR *dp;
+
+	c->nr = 0;
+	upm_path(path, sizeof(path), dir);
+	dp = opendir(path);
+	if (!dp)
+		return -errno;
+	while ((d = readdir(dp)) && c->nr < UPM_MAX_COUNTERS) {
+		x = &c->c[c->nr];
+		if (d->d_name[0] == '.' || strlen(d->d_name) >= sizeof(x->name))
+			continue;
+		/* write-only, non-numeric files and directories are left out */
+		if (read_integer(dirfd(dp), d->d_name, &x->value))
+			continue;
+		strcpy(x->name, d->d_name);
+		c->nr++;
+	}
+	closedir(dp);
+	qsort(c->c, c->nr, sizeof(c->c[0]), counter_cmp);
+	return 0;
+}
+
+long upm_counter(const struct upm_counters *c, const char *name)
+{
+	unsigned int i;
+
+	for (i = 0; i < c->nr; i++)
+		if (!strcmp(c->c[i].name, name))
+			return c->c[i].value;
+	return -1;
 }
 
 int upm_read_global(struct upm_global *g)
 {
-	const char *u = "/sys/kernel/mm/upm", *k = "/sys/kernel/mm/ksm";
+	static const struct {
+		const char *name;
+		size_t off;
+	} u[] = {
+#define U(f) { #f, offsetof(struct upm_global, f) }
+		U(calls), U(pages_advised), U(pages_merged),
+		U(pages_stable_new), U(pages_zero), U(pages_copied),
+		U(skipped_absent), U(skipped_ksm), U(skipped_pinned),
+		U(skipped_thp), U(skipped_busy), U(skipped_nomem),
+		U(skipped_disabled), U(hash_collisions), U(time_ns),
+		U(index_entries), U(index_buckets),
+#undef U
+	}, k[] = {
+#define K(f) { #f, offsetof(struct upm_global, ksm_##f) }
+		K(run), K(pages_shared), K(pages_sharing), K(pages_unshared),
+		K(pages_volatile), K(full_scans), K(general_profit),
+		K(pages_to_scan), K(sleep_millisecs),
+#undef K
+		/* the file is called ksm_zero_pages too */
+		{ "ksm_zero_pages",
+		  offsetof(struct upm_global, ksm_zero_pages) },
+	};
+	size_t i;
+	int ret;
 
-	g->calls = value_or(u, "calls");
-	g->pages_advised = value_or(u, "pages_advised");
-	g->pages_merged = value_or(u, "pages_merged");
-	g->pages_stable_new = value_or(u, "pages_stable_new");
-	g->pages_zero = value_or(u, "pages_zero");
-	g->skipped_absent = value_or(u, "skipped_absent");
-	g->skipped_ksm = value_or(u, "skipped_ksm");
-	g->skipped_pinned = value_or(u, "skipped_pinned");
-	g->skipped_thp = value_or(u, "skipped_thp");
-	g->skipped_busy = value_or(u, "skipped_busy");
-	g->skipped_nomem = value_or(u, "skipped_nomem");
-	g->skipped_disabled = value_or(u, "skipped_disabled");
-	g->hash_collisions = value_or(u, "hash_collisions");
-	g->time_ns = value_or(u, "time_ns");
-	g->index_entries = value_or(u, "index_entries");
-	g->index_buckets = value_or(u, "index_buckets");
-	g->ksm_run = value_or(k, "run");
-	g->ksm_pages_shared = value_or(k, "pages_shared");
-	g->ksm_pages_sharing = value_or(k, "pages_sharing");
-	g->ksm_pages_unshared = value_or(k, "pages_unshared");
-	g->ksm_pages_volatile = value_or(k, "pages_volatile");
-	g->ksm_full_scans = value_or(k, "full_scans");
-	g->ksm_zero_pages = value_or(k, "ksm_zero_pages");
-	g->ksm_general_profit = value_or(k, "general_profit");
-	g->ksm_pages_to_scan = value_or(k, "pages_to_scan");
-	g->ksm_sleep_millisecs = value_or(k, "sleep_millisecs");
-	return upm_available();
+	upm_read_counters("/sys/kernel/mm/ksm", &g->ksm);
+	ret = upm_read_counters("/sys/kernel/mm/upm", &g->upm);
+	for (i = 0; i < sizeof(u) / sizeof(u[0]); i++)
+		*(long *)((char *)g + u[i].off) = upm_counter(&g->upm,
+							      u[i].name);
+	for (i = 0; i < sizeof(k) / sizeof(k[0]); i++)
+		*(long *)((char *)g + k[i].off) = upm_counter(&g->ksm,
+							      k[i].name);
+	if (ret == -ENOENT)
+		return -ENOSYS;
+	return ret ? ret : upm_available();
+}
+
+static void read_comm(pid_t pid, char *comm, size_t size)
+{
+	char path[4096], rel[64];
+	FILE *f;
+
+	comm[0] = 0;
+	snprintf(rel, sizeof(rel), "/proc/%d/comm", (int)pid);
+	upm_path(path, sizeof(path), rel);
+	f = fopen(path, "r");
+	if (!f)
+		return;
+	if (!fgets(comm, size, f))
+		comm[0] = 0;
+	comm[strcspn(comm, "\n")] = 0;
+	fclose(f);
 }
 
 int upm_read_process(pid_t pid, struct upm_process *p)
@@ -224,12 +453,11 @@ int upm_read_process(pid_t pid, struct upm_process *p)
 		const char *key;
 		size_t off;
 	} keys[] = {
-		{ "ksm_rmap_items", offsetof(struct upm_process, ksm_rmap_items) },
-		{ "ksm_zero_pages", offsetof(struct upm_process, ksm_zero_pages) },
-		{ "ksm_merging_pages", offsetof(struct upm_process, ksm_merging_pages) },
-		{ "ksm_process_profit", offsetof(struct upm_process, ksm_process_profit) },
-		{ "upm_merged_pages", offsetof(struct upm_process, upm_merged_pages) },
-		{ "upm_stable_pages", offsetof(struct upm_process, upm_stable_pages) },
+#define P(f) { #f, offsetof(struct upm_process, f) }
+		P(ksm_rmap_items), P(ksm_zero_pages), P(ksm_merging_pages),
+		P(ksm_process_profit), P(upm_merged_pages),
+		P(upm_stable_pages), P(upm_domain),
+#undef P
 	};
 	char path[4096], rel[64], key[64], line[256];
 	struct stat st;
@@ -238,6 +466,7 @@ int upm_read_process(pid_t pid, struct upm_process *p)
 	FILE *f;
 
 	p->pid = pid;
+	p->comm[0] = 0;
 	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
 		*(long *)((char *)p + keys[i].off) = -1;
 	snprintf(rel, sizeof(rel), "/proc/%d/ksm_stat", (int)pid);
@@ -262,5 +491,85 @@ int upm_read_process(pid_t pid, struct upm_process *p)
 				*(long *)((char *)p + keys[i].off) = v;
 	}
 	fclose(f);
+	read_comm(pid, p->comm, sizeof(p->comm));
 	return 0;
+}
+
+static int process_cmp(const void *a, const void *b)
+{
+	pid_t x = ((const struct upm_process *)a)->pid;
+	pid_t y = ((const struct upm_process *)b)->pid;
+
+	return (x > y) - (x < y);
+}
+
+/* Any count but the profit nonzero (absent lines read as -1) */
+static int process_counts(const struct upm_process *p)
+{
+	return p->ksm_rmap_items > 0 || p->ksm_zero_pages > 0 ||
+	       p->ksm_merging_pages > 0 || p->upm_merged_pages > 0 ||
+	       p->upm_stable_pages > 0 || p->upm_domain > 0;
+}
+
+int upm_processes(struct upm_process **procs, size_t *nr)
+{
+	struct upm_process *p = NULL, cur;
+	size_t n = 0, cap = 0;
+	char path[4096];
+	struct dirent *d;
+	DIR *dp;
+	char *e;
+	long pid;
+
+	upm_path(path, sizeof(path), "/proc");
+	dp = opendir(path);
+	if (!dp)
+		return -errno;
+	while ((d = readdir(dp))) {
+		pid = strtol(d->d_name, &e, 10);
+		if (*e || e == d->d_name || pid <= 0 || pid > INT_MAX)
+			continue;
+		/* gone, or not ours to read */
+		if (upm_read_process(pid, &cur) || !process_counts(&cur))
+			continue;
+		if (n == cap) {
+			void *q;
+
+			cap = cap ? 2 * cap : 64;
+			q = realloc(p, cap * sizeof(*p));
+			if (!q) {
+				closedir(dp);
+				free(p);
+				return -ENOMEM;
+			}
+			p = q;
+		}
+		p[n++] = cur;
+	}
+	closedir(dp);
+	qsort(p, n, sizeof(*p), process_cmp);
+	*procs = p;
+	*nr = n;
+	return 0;
+}
+
+static int upm_prctl(int option, unsigned long arg2)
+{
+	int ret = prctl(option, arg2, 0UL, 0UL, 0UL), err = errno;
+
+	if (ret >= 0)
+		return ret;
+	if (err == EINVAL && upm_available())
+		return -ENOSYS;
+	return -err;
+}
+
+int upm_get_domain(void)
+{
+	return upm_prctl(PR_GET_UPM_DOMAIN, 0);
+}
+
+int upm_set_domain(unsigned long domain)
+{
+	return upm_prctl(PR_SET_UPM_DOMAIN, domain);
 }

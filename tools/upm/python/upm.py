@@ -4,18 +4,28 @@
     import upm
     upm.advise_self()        # after the model is loaded: merge it now
 
+Install with "pip install tools/upm/python" (add --no-build-isolation
+offline), or put tools/upm/python on sys.path. libupm (tools/upm/upm.h)
+offers the same calls in C.
+
 Calls (each raises OSError on failure, never does nothing silently):
 
-available()           True if the kernel has UPM (/sys/kernel/mm/upm exists).
+available()           True if the kernel has UPM: /sys/kernel/mm/upm (under
+                      UPM_ROOT) is a directory. Cheap, calls nothing; the
+                      same test as upm_available() in libupm (upm.h).
 advise(addr, length)  madvise(addr, length, MADV_UPM_MERGEABLE).
 advise_self()         advise every private anonymous writable mapping of
                       this process (heap, anonymous mmaps such as numpy
                       arrays); returns a dict (ranges, bytes, skipped, seconds).
                       advise_self(ksm=True) gives them MADV_MERGEABLE instead.
-advise_pid(pid)       the same for another process, through pidfd_open() and
-                      process_madvise(); needs CAP_SYS_NICE and ptrace access.
+advise_pid(pid)       the same for another process, through os.pidfd_open()
+                      and process_madvise(); needs CAP_SYS_NICE and ptrace
+                      access. The pidfd is opened before /proc/<pid>/maps is
+                      read and checked afterwards, so a reused pid is never
+                      advised: ProcessLookupError if the process is gone.
 anon_ranges(pid)      the (start, end) ranges advise_self/advise_pid take.
-read_global()         {'upm': {...}, 'ksm': {...}} from /sys/kernel/mm/{upm,ksm}.
+read_global()         {'upm': {...}, 'ksm': {...}}: every file holding an
+                      integer in /sys/kernel/mm/{upm,ksm}.
 read_process(pid)     the numbers in /proc/<pid>/ksm_stat (KSM and UPM lines).
 processes()           [(pid, comm, ksm_stat dict)] for processes with nonzero
                       KSM or UPM counts.
@@ -26,19 +36,21 @@ set_domain(id)        prctl(PR_SET_UPM_DOMAIN, id): 1..INT_MAX joins a domain
 
 Errors: UPMUnavailable (errno ENOSYS) when the kernel has no UPM (no
 /sys/kernel/mm/upm, or madvise rejects the advice on a plain anonymous page);
-RemoteUnsupported (errno EINVAL) when process_madvise() does not take
-MADV_UPM_MERGEABLE. UPM_ROOT in the environment is prefixed to the /sys and
-/proc paths the counters are read from (for tests).
+RemoteUnsupported (errno EOPNOTSUPP, as libupm's upm_advise_pid()) when
+process_madvise() does not take MADV_UPM_MERGEABLE; get_domain() and
+set_domain() raise UPMUnavailable for an EINVAL when UPM is not available.
+UPM_ROOT in the environment is prefixed to the /sys and /proc paths the
+counters are read from (for tests).
 """
 import ctypes
 import errno
 import os
+import signal
 import time
 
 MADV_UPM_MERGEABLE = 120    # provisional value, see upm.rst
 MADV_MERGEABLE = 12
-SYS_PIDFD_OPEN = 434        # the same number on every architecture but alpha
-SYS_PROCESS_MADVISE = 440
+SYS_PROCESS_MADVISE = 440   # the same number on every architecture but alpha
 IOV_MAX = 1024
 PR_SET_UPM_DOMAIN = 0x55504d53   # provisional values, see upm.rst
 PR_GET_UPM_DOMAIN = 0x55504d47
@@ -63,7 +75,7 @@ class UPMUnavailable(OSError):
 
 class RemoteUnsupported(OSError):
     def __init__(self, msg=NO_REMOTE):
-        super().__init__(errno.EINVAL, msg)
+        super().__init__(errno.EOPNOTSUPP, msg)
 
 
 class _Iovec(ctypes.Structure):
@@ -122,7 +134,11 @@ def _is_anon_writable(line):
 def anon_ranges(pid="self"):
     """(start, end) of the private anonymous writable mappings of pid."""
     out = []
-    with open("/proc/%s/maps" % pid) as f:
+    try:
+        f = open("/proc/%s/maps" % pid)
+    except FileNotFoundError:
+        raise ProcessLookupError(errno.ESRCH, "no process %s" % pid)
+    with f:
         for line in f:
             if _is_anon_writable(line):
                 a, b = line.split(None, 1)[0].split("-")
@@ -170,8 +186,9 @@ def _process_madvise(pidfd, ranges, advice):
 
 
 def _remote_supported():
-    fd = _libc.syscall(SYS_PIDFD_OPEN, os.getpid(), 0)
-    if fd < 0:
+    try:
+        fd = os.pidfd_open(os.getpid())
+    except OSError:
         return False
     try:
         return _one_page(lambda a, s: _process_madvise(
@@ -180,17 +197,39 @@ def _remote_supported():
         os.close(fd)
 
 
+def _pidfd_alive(pidfd):
+    """False once the process of pidfd has exited and been reaped."""
+    try:
+        signal.pidfd_send_signal(pidfd, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass    # there, only not ours to signal
+    return True
+
+
 def advise_pid(pid):
-    """Advise pid's private anonymous writable mappings by process_madvise()."""
+    """Advise pid's private anonymous writable mappings by process_madvise().
+
+    Raises ProcessLookupError (ESRCH) if the process does not exist or
+    exits before it is advised.
+    """
     if not available():
         raise UPMUnavailable()
-    ranges = anon_ranges(pid)
-    fd = _libc.syscall(SYS_PIDFD_OPEN, int(pid), 0)
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise OSError(err, "pidfd_open(%d): %s" % (pid, os.strerror(err)))
+    pid = int(pid)
+    # The pidfd first, then the maps, then a check that the pidfd's process
+    # still lives: the maps read are then that process's, not those of
+    # another one that was given the same pid meanwhile.
+    try:
+        fd = os.pidfd_open(pid)
+    except OSError as e:
+        raise OSError(e.errno, "pidfd_open(%d): %s"
+                      % (pid, os.strerror(e.errno))) from None
     res = {"ranges": 0, "bytes": 0, "skipped": 0, "seconds": 0.0}
     try:
+        ranges = anon_ranges(pid)
+        if not _pidfd_alive(fd):
+            raise ProcessLookupError(errno.ESRCH, "process %d exited" % pid)
         for i in range(0, len(ranges), IOV_MAX):
             chunk = ranges[i:i + IOV_MAX]
             t = time.monotonic()

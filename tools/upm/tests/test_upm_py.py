@@ -4,11 +4,15 @@
 
 A twin process and this one fill private anonymous memory with the same
 content and call upm.advise_self(); the pages must end up on the same frame
-(pagemap) and be KSM pages (kpageflags). upmctl's tables must hold what
-sysfs and ksm_stat hold; a fake UPM_ROOT must give the "no UPM" error.
+(pagemap) and be KSM pages (kpageflags). upmctl's tables and its --json
+output must hold what sysfs and ksm_stat hold; upmctl advise --cgroup must
+merge the processes of a cgroup; a fake UPM_ROOT must give the "no UPM"
+error (exit status 3). Uses the installed upm module, else the source
+tree's. The tests of upmctl's usage also run on a kernel without UPM.
 """
 import ctypes
 import errno
+import json
 import mmap
 import os
 import random
@@ -17,10 +21,16 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 
 HERE = os.path.dirname(os.path.realpath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "python"))
-import upm  # noqa: E402
+try:
+    import upm
+except ImportError:     # not installed: the module of this source tree
+    sys.path.insert(0, os.path.join(HERE, "..", "python"))
+    import upm
+# Child processes import the very module this test imported
+UPM_DIR = os.path.dirname(os.path.abspath(upm.__file__))
 
 UPMCTL = os.path.join(HERE, "..", "upmctl")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -39,11 +49,17 @@ sys.stdin.read()
 """ % (NPAGES * PAGE)
 
 results = []
+NO_UPM_OK = set()      # tests that run on a kernel without UPM too
 
 
 def test(fn):
     results.append(fn)
     return fn
+
+
+def test_without_upm(fn):
+    NO_UPM_OK.add(fn)
+    return test(fn)
 
 
 class Skip(Exception):
@@ -64,8 +80,7 @@ def is_ksm(p):
 
 
 def start_twin(seed):
-    t = subprocess.Popen([sys.executable, "-c", TWIN,
-                          os.path.join(HERE, "..", "python"), str(seed)],
+    t = subprocess.Popen([sys.executable, "-c", TWIN, UPM_DIR, str(seed)],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     line = t.stdout.readline()
     if not line:
@@ -197,7 +212,7 @@ def upmctl_domains():
         raise Skip("kernel without merge domains")
     code = ("import sys; sys.path.insert(0, %r); import upm\n"
             "print(upm.get_domain(), flush=True); sys.stdin.read()\n"
-            % os.path.join(HERE, "..", "python"))
+            % UPM_DIR)
     p = subprocess.Popen([sys.executable, UPMCTL, "run", "77", sys.executable,
                           "-c", code], stdin=subprocess.PIPE,
                          stdout=subprocess.PIPE, text=True)
@@ -216,7 +231,7 @@ def upmctl_domains():
                         "os.setgroups([]); os.setgid(65534); os.setuid(65534)\n"
                         "try:\n upm.set_domain(5)\nexcept PermissionError:\n"
                         " print('EPERM', upm.get_domain())\n"
-                        % os.path.join(HERE, "..", "python")],
+                        % UPM_DIR],
                        capture_output=True, text=True)
     assert r.stdout.strip() == "EPERM 0", (r.stdout, r.stderr)
 
@@ -225,8 +240,10 @@ def upmctl_domains():
 def no_upm_root_is_an_error():
     with tempfile.TemporaryDirectory() as fake:
         env = dict(os.environ, UPM_ROOT=fake)
-        r = upmctl("status", env=env)
-        assert r.returncode == 1 and "kernel has no UPM" in r.stderr, r
+        for args in (["status"], ["--json", "status"],
+                     ["advise", str(os.getpid())]):
+            r = upmctl(*args, env=env)
+            assert r.returncode == 3 and "kernel has no UPM" in r.stderr, r
         os.environ["UPM_ROOT"] = fake
         try:
             assert not upm.available()
@@ -260,15 +277,184 @@ def no_upm_root_is_an_error():
         raise AssertionError("advice on a shared mapping succeeded")
 
 
+@test_without_upm
+def upmctl_usage_and_help():
+    """--help exits 0 and lists the exit codes; bad usage exits 2."""
+    for args in (["--help"], ["-h"], ["status", "--help"], ["ps", "--help"],
+                 ["show", "--help"], ["advise", "--help"],
+                 ["domain", "--help"], ["run", "--help"]):
+        r = upmctl(*args)
+        assert r.returncode == 0, (args, r.returncode, r.stderr)
+        assert "usage: upmctl" in r.stdout, (args, r.stdout)
+    r = upmctl("--help")
+    for want in ("Exit status", "--json", "advise",
+                 "3  the kernel has no UPM"):
+        assert want in r.stdout, (want, r.stdout)
+    assert "--cgroup PATH" in upmctl("advise", "--help").stdout
+    for args in (["show"], ["show", "x"], ["show", "-5"], ["advise"],
+                 ["advise", "1", "--cgroup", "/nonexistent"], ["run", "5"],
+                 ["run", "x", "true"], ["frobnicate"], ["status", "extra"]):
+        r = upmctl(*args)
+        assert r.returncode == 2, (args, r.returncode, r.stderr)
+        assert "usage:" in r.stderr, (args, r.stderr)
+    if not upm.available():
+        r = upmctl("status")
+        assert r.returncode == 3 and "kernel has no UPM" in r.stderr, r
+
+
+@test_without_upm
+def advise_pid_never_advises_a_reused_pid():
+    """The pidfd is opened before the maps are read and checked after."""
+    with tempfile.TemporaryDirectory() as fake:
+        os.makedirs(os.path.join(fake, "sys/kernel/mm/upm"))
+        os.environ["UPM_ROOT"] = fake   # available(), whatever the kernel
+        gone = subprocess.Popen(["sleep", "60"])
+        other = subprocess.Popen(["sleep", "60"])
+        orig = upm.anon_ranges
+        seen = []
+
+        def reused(pid):
+            # the process exits and the pid names another one: its maps
+            gone.kill()
+            gone.wait()
+            seen.append(pid)
+            return orig(other.pid)
+        upm.anon_ranges = reused
+        try:
+            upm.advise_pid(gone.pid)
+        except ProcessLookupError:
+            pass
+        else:
+            raise AssertionError("advised a process that had exited")
+        finally:
+            upm.anon_ranges = orig
+            other.kill()
+            other.wait()
+        assert seen == [gone.pid], seen
+        try:
+            upm.advise_pid(gone.pid)    # reaped: no pidfd at all
+        except ProcessLookupError:
+            pass
+        else:
+            raise AssertionError("advised a pid that does not exist")
+        finally:
+            del os.environ["UPM_ROOT"]
+
+
+def upmctl_json(*args):
+    r = upmctl("--json", *args)
+    assert r.returncode == 0, (args, r.returncode, r.stderr)
+    return json.loads(r.stdout)
+
+
+@test
+def upmctl_json_output():
+    """--json output parses and holds what the module reads."""
+    g = upm.read_global()
+    for js in (upmctl_json("status"), json.loads(upmctl("status",
+                                                        "--json").stdout)):
+        assert set(js) == {"upm", "ksm"}, js.keys()
+        assert set(js["upm"]) == set(g["upm"]), (js["upm"], g["upm"])
+        assert set(js["ksm"]) == set(g["ksm"]), (js["ksm"], g["ksm"])
+        assert js["upm"]["index_buckets"] == g["upm"]["index_buckets"]
+    t, _ = start_twin(4321)
+    try:
+        st = upm.read_process(t.pid)
+        js = upmctl_json("show", str(t.pid))
+        assert js["pid"] == t.pid and js["ksm_stat"] == st, (js, st)
+        assert js["comm"], js
+        js = upmctl_json("ps")
+        rows = {p["pid"]: p for p in js["processes"]}
+        assert t.pid in rows, js
+        assert rows[t.pid]["ksm_stat"] == st, (rows[t.pid], st)
+        if "upm_domain" in st:
+            js = upmctl_json("domain", str(t.pid))
+            assert js == {"pid": t.pid, "domain": st["upm_domain"]}, js
+    finally:
+        t.kill()
+        t.wait()
+
+
+def cgroup2_root():
+    with open("/proc/mounts") as f:
+        for line in f:
+            dev, mnt, fstype = line.split()[:3]
+            if fstype == "cgroup2":
+                return mnt
+    return None
+
+
+VICTIM = ("import mmap,random,ctypes,sys\n"
+          "m=mmap.mmap(-1,%d,flags=mmap.MAP_PRIVATE)\n"
+          "m[:]=random.Random(int(sys.argv[1])).randbytes(len(m))\n"
+          "print(ctypes.addressof(ctypes.c_char.from_buffer(m)),flush=True)\n"
+          "sys.stdin.read()\n" % (NPAGES * PAGE))
+
+
+@test
+def upmctl_advise_cgroup():
+    """advise --cgroup advises every process of the cgroup (root only)."""
+    if os.geteuid() != 0:
+        raise Skip("not root: cannot create a cgroup")
+    if not os.path.exists("/sys/kernel/mm/upm/merge_policy"):
+        raise Skip("kernel without remote advice")
+    root = cgroup2_root()
+    if not root:
+        raise Skip("no cgroup2 file system mounted")
+    cg = os.path.join(root, "upm-test-%d" % os.getpid())
+    try:
+        os.mkdir(cg)
+    except OSError as e:
+        raise Skip("cannot create %s: %s" % (cg, e.strerror))
+    procs = []
+    try:
+        t, taddr = start_twin(2468)     # enters its pages (stable)
+        procs.append(t)
+        victims = []
+        for _ in range(2):
+            v = subprocess.Popen([sys.executable, "-c", VICTIM, "2468"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            procs.append(v)
+            victims.append((v, int(v.stdout.readline())))
+        for v, _ in victims:
+            with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+                f.write("%d\n" % v.pid)
+        js = upmctl_json("advise", "--cgroup", cg)
+        assert js["cgroup"] == cg, js
+        assert sorted(a["pid"] for a in js["advised"]) == \
+            sorted(v.pid for v, _ in victims), js
+        assert js["vanished"] == [] and js["failed"] == [], js
+        for a in js["advised"]:
+            assert a["ranges"] >= 1 and a["bytes"] >= NPAGES * PAGE, a
+        for v, vaddr in victims:
+            shared = sum(pfn(v.pid, vaddr + i * PAGE) ==
+                         pfn(t.pid, taddr + i * PAGE) for i in range(NPAGES))
+            assert shared == NPAGES, "pid %d: %d shared" % (v.pid, shared)
+        r = upmctl("advise", "--cgroup", cg)
+        assert r.returncode == 0, r.stderr
+        assert "2 processes advised, 0 exited, 0 failed" in r.stdout, r.stdout
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+        for _ in range(100):
+            try:
+                os.rmdir(cg)
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
 def main():
     print("TAP version 13")
     print("1..%d" % len(results))
-    if not upm.available():
-        for i, fn in enumerate(results, 1):
-            print("ok %d %s # SKIP kernel has no UPM" % (i, fn.__name__))
-        return 0
+    print("# upm module: %s" % upm.__file__)
+    has_upm = upm.available()
     bad = 0
     for i, fn in enumerate(results, 1):
+        if not has_upm and fn not in NO_UPM_OK:
+            print("ok %d %s # SKIP kernel has no UPM" % (i, fn.__name__))
+            continue
         try:
             fn()
             print("ok %d %s" % (i, fn.__name__))

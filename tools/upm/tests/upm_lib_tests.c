@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * Tests of libupm (tools/upm/upm.c) in a UPM kernel: advising a process's
- * own heap merges it with a twin process (same PFN, KPF_KSM), the counters
- * it reads match sysfs and ksm_stat, and a kernel without UPM is reported
- * as -ENOSYS, never as success.
+ * own heap, or another process's memory through a pidfd, merges it with a
+ * twin process (same PFN, KPF_KSM), merge domains can be set and read, the
+ * counters it reads match sysfs and ksm_stat, and a kernel without UPM is
+ * reported as -ENOSYS, never as success.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -79,14 +80,15 @@ static char *heap_copy(uint64_t seed)
 
 /*
  * The twin: a child that fills its own heap copy, advises its whole
- * process with upm_advise_self(), sends the buffer address, then waits.
+ * process with upm_advise_self() (unless told not to: a victim for remote
+ * advice), sends the buffer address, then waits.
  */
 struct twin {
 	pid_t pid;
 	uintptr_t addr;
 };
 
-static int twin_start(struct twin *t, uint64_t seed)
+static int child_start(struct twin *t, uint64_t seed, int advise)
 {
 	int fds[2];
 
@@ -99,7 +101,7 @@ static int twin_start(struct twin *t, uint64_t seed)
 		char *p = heap_copy(seed);
 		uintptr_t a = p ? (uintptr_t)p : 0;
 
-		if (p && upm_advise_self(NULL))
+		if (p && advise && upm_advise_self(NULL))
 			a = 0;
 		if (write(fds[1], &a, sizeof(a)) != sizeof(a))
 			_exit(1);
@@ -110,13 +112,38 @@ static int twin_start(struct twin *t, uint64_t seed)
 	if (read(fds[0], &t->addr, sizeof(t->addr)) != sizeof(t->addr))
 		t->addr = 0;
 	close(fds[0]);
-	return t->addr ? 0 : -1;
+	if (t->addr)
+		return 0;
+	/* A failed child must not outlive the test (it holds its stdout) */
+	kill(t->pid, SIGKILL);
+	waitpid(t->pid, NULL, 0);
+	return -1;
+}
+
+static int twin_start(struct twin *t, uint64_t seed)
+{
+	return child_start(t, seed, 1);
 }
 
 static void twin_stop(struct twin *t)
 {
 	kill(t->pid, SIGKILL);
 	waitpid(t->pid, NULL, 0);
+}
+
+/* Write text to root/rel */
+static int write_file(const char *root, const char *rel, const char *text)
+{
+	char path[256];
+	FILE *f;
+	int ret;
+
+	snprintf(path, sizeof(path), "%s%s", root, rel);
+	f = fopen(path, "w");
+	if (!f)
+		return -1;
+	ret = fputs(text, f) < 0;
+	return fclose(f) || ret ? -1 : 0;
 }
 
 FIXTURE(lib) {
@@ -227,6 +254,155 @@ TEST_F(lib, global_matches_sysfs)
 					  &v));
 }
 
+/* This patch's kernel (merge_policy exists) has remote advice, domains */
+static int kernel_has_domains(void)
+{
+	return !access("/sys/kernel/mm/upm/merge_policy", F_OK);
+}
+
+/* upm_advise_pid() merges another process's heap with a twin's */
+TEST_F(lib, advise_pid_merges_with_twin)
+{
+	struct upm_advise_result r;
+	struct upm_process pr;
+	struct twin t, v;
+	int shared = 0, ret, i;
+
+	ASSERT_EQ(0, twin_start(&t, 4242));
+	if (child_start(&v, 4242, 0)) {
+		twin_stop(&t);
+		ASSERT_TRUE(0) TH_LOG("the victim did not start");
+	}
+	ret = upm_advise_pid(v.pid, &r);
+	for (i = 0; i < NPAGES; i++) {
+		uint64_t mine = pfn_in(v.pid, v.addr + i * psize);
+
+		shared += mine && mine == pfn_in(t.pid, t.addr + i * psize);
+	}
+	if (!ret)
+		ASSERT_EQ(0, upm_read_process(v.pid, &pr));
+	twin_stop(&v);
+	twin_stop(&t);
+	if (ret == -EOPNOTSUPP && !kernel_has_domains())
+		SKIP(return, "%s", upm_strerror(ret));
+	ASSERT_EQ(0, ret) TH_LOG("%s", upm_strerror(ret));
+	TH_LOG("%lu ranges, %lu KiB advised remotely in %.3f s; %d/%d shared",
+	       r.ranges, r.bytes >> 10, r.seconds, shared, NPAGES);
+	EXPECT_LE(1UL, r.ranges);
+	EXPECT_LE((unsigned long)NPAGES * psize, r.bytes);
+	EXPECT_EQ(NPAGES, shared);
+	EXPECT_LE(NPAGES, pr.upm_merged_pages);
+}
+
+/* A process that is gone is -ESRCH, not success and not "no UPM" */
+TEST_F(lib, advise_pid_gone)
+{
+	struct upm_advise_result r;
+	pid_t pid = fork();
+
+	ASSERT_LE(0, pid);
+	if (!pid)
+		_exit(0);
+	ASSERT_EQ(pid, waitpid(pid, NULL, 0));
+	EXPECT_EQ(-ESRCH, upm_advise_pid(pid, &r));
+	EXPECT_EQ(-EINVAL, upm_advise_pid(0, &r));
+}
+
+/* upm_set_domain()/upm_get_domain(), seen in ksm_stat as upm_domain */
+TEST_F(lib, domain_set_get)
+{
+	struct upm_process pr;
+	int ret;
+
+	if (!kernel_has_domains())
+		SKIP(return, "kernel without merge domains");
+	/* The harness runs each test in its own process: nothing leaks */
+	EXPECT_EQ(0, upm_get_domain());
+	ret = upm_set_domain(77);
+	if (ret == -EPERM)
+		SKIP(return, "joining a domain needs CAP_SYS_ADMIN");
+	ASSERT_EQ(0, ret);
+	EXPECT_EQ(77, upm_get_domain());
+	ASSERT_EQ(0, upm_read_process(getpid(), &pr));
+	EXPECT_EQ(77, pr.upm_domain);
+	EXPECT_EQ(-EINVAL, upm_set_domain(1UL << 31));
+	EXPECT_EQ(0, upm_set_domain(0));
+	EXPECT_EQ(0, upm_get_domain());
+}
+
+/* Every integer file of /sys/kernel/mm/upm, and only those, is read */
+TEST_F(lib, counters_are_the_directory)
+{
+	struct upm_counters c;
+	struct upm_global g;
+	char path[256];
+	unsigned int i;
+	long v;
+
+	ASSERT_EQ(0, upm_read_global(&g));
+	EXPECT_LE(16U, g.upm.nr);
+	EXPECT_EQ(g.index_buckets, upm_counter(&g.upm, "index_buckets"));
+	EXPECT_EQ(-1, upm_counter(&g.upm, "merge_policy"));
+	if (upm_read_value("/sys/kernel/mm/upm/pages_copied", &v)) {
+		EXPECT_EQ(-1, g.pages_copied);
+	} else {
+		EXPECT_LE(0, g.pages_copied);
+	}
+	for (i = 1; i < g.upm.nr; i++)
+		EXPECT_GT(0, strcmp(g.upm.c[i - 1].name, g.upm.c[i].name));
+	for (i = 0; i < g.upm.nr; i++) {
+		snprintf(path, sizeof(path), "/sys/kernel/mm/upm/%s",
+			 g.upm.c[i].name);
+		EXPECT_EQ(0, upm_read_value(path, &v)) TH_LOG("%s", path);
+	}
+	EXPECT_EQ(g.ksm_run, upm_counter(&g.ksm, "run"));
+
+	/* A fake directory: integers in, words and other files out */
+	snprintf(path, sizeof(path), "%s/sys", self->fake);
+	ASSERT_EQ(0, mkdir(path, 0755));
+	snprintf(path, sizeof(path), "%s/sys/cnt", self->fake);
+	ASSERT_EQ(0, mkdir(path, 0755));
+	ASSERT_EQ(0, write_file(self->fake, "/sys/cnt/zeta", "12\n"));
+	ASSERT_EQ(0, write_file(self->fake, "/sys/cnt/alpha", "-3\n"));
+	ASSERT_EQ(0, write_file(self->fake, "/sys/cnt/policy", "[a] b\n"));
+	ASSERT_EQ(0, write_file(self->fake, "/sys/cnt/hex", "0x10\n"));
+	snprintf(path, sizeof(path), "%s/sys/cnt/dir", self->fake);
+	ASSERT_EQ(0, mkdir(path, 0755));
+	setenv("UPM_ROOT", self->fake, 1);
+	ASSERT_EQ(0, upm_read_counters("/sys/cnt", &c));
+	ASSERT_EQ(2U, c.nr);
+	EXPECT_STREQ("alpha", c.c[0].name);
+	EXPECT_EQ(-3, c.c[0].value);
+	EXPECT_STREQ("zeta", c.c[1].name);
+	EXPECT_EQ(12, c.c[1].value);
+	EXPECT_EQ(-ENOENT, upm_read_counters("/sys/none", &c));
+}
+
+/* upm_processes() lists an advised twin with its counts */
+TEST_F(lib, processes_lists_twin)
+{
+	struct upm_process *ps;
+	struct twin t;
+	size_t n, i;
+	int found = 0;
+
+	ASSERT_EQ(0, twin_start(&t, 31337));
+	ASSERT_EQ(0, upm_processes(&ps, &n));
+	twin_stop(&t);
+	for (i = 0; i < n; i++) {
+		if (i)
+			EXPECT_LT(ps[i - 1].pid, ps[i].pid);
+		if (ps[i].pid != t.pid)
+			continue;
+		found = 1;
+		EXPECT_LE(NPAGES, ps[i].upm_stable_pages +
+			  ps[i].upm_merged_pages);
+		EXPECT_STRNE("", ps[i].comm);
+	}
+	free(ps);
+	EXPECT_EQ(1, found);
+}
+
 /* A range UPM cannot take is EINVAL; with no UPM it becomes ENOSYS */
 TEST_F(lib, no_upm_is_enosys)
 {
@@ -244,6 +420,7 @@ TEST_F(lib, no_upm_is_enosys)
 	EXPECT_EQ(-ENOSYS, upm_available());
 	EXPECT_EQ(-ENOSYS, upm_advise(shm, psize));
 	EXPECT_EQ(-ENOSYS, upm_advise_self(NULL));
+	EXPECT_EQ(-ENOSYS, upm_advise_pid(getpid(), NULL));
 	EXPECT_EQ(-ENOSYS, upm_read_global(&g));
 	EXPECT_EQ(-1, g.calls);
 	EXPECT_EQ(-ESRCH, upm_read_process(getpid(), &pr));
@@ -294,6 +471,9 @@ TEST(real_kernel_without_upm)
 	p[0] = 1;
 	EXPECT_EQ(-ENOSYS, upm_advise(p, ps));
 	EXPECT_EQ(-ENOSYS, upm_advise_self(NULL));
+	EXPECT_EQ(-ENOSYS, upm_advise_pid(getpid(), NULL));
+	EXPECT_EQ(-ENOSYS, upm_get_domain());
+	EXPECT_EQ(-ENOSYS, upm_set_domain(0));
 	munmap(p, ps);
 }
 

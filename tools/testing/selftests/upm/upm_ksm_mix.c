@@ -586,6 +586,70 @@ TEST_F_TIMEOUT(mix, index_metadata_charged_to_memcg, 300)
 }
 
 /*
+ * Advice is a hint: when the adviser's memory cgroup is full and cannot
+ * reclaim (no swap), UPM skips the pages it has no memory for and counts
+ * them, instead of reclaiming hard or calling the OOM killer.
+ */
+#define OOM_PAGES	4096	/* 16 MiB of distinct pages */
+#define OOM_CG		"/sys/fs/cgroup/upm_ksm_mix_oom"
+
+TEST_F_TIMEOUT(mix, advice_never_oom_kills, 300)
+{
+	int to_child[2], to_test[2], status;
+	long nomem0, nomem, cur;
+	char buf[64];
+	pid_t pid;
+
+	if (access("/sys/fs/cgroup/cgroup.subtree_control", W_OK) ||
+	    (mkdir(OOM_CG, 0755) && errno != EEXIST) ||
+	    access(OOM_CG "/memory.max", W_OK))
+		SKIP(return, "no cgroup2 memory controller");
+	write_str(KSM "run", "0");
+	write_str("/sys/kernel/mm/upm/safe_frames", "1");
+	ASSERT_EQ(0, pipe(to_child));
+	ASSERT_EQ(0, pipe(to_test));
+	pid = fork();
+	ASSERT_GE(pid, 0);
+	if (!pid) {
+		char *p;
+
+		read_byte(to_child[0]);
+		p = map_anon(OOM_PAGES);
+		if (!p)
+			_exit(2);
+		fill(p, OOM_PAGES, 0x6f6f6d21);
+		write_byte(to_test[1]);
+		read_byte(to_child[0]);
+		/* Each page needs a fresh frame: the cgroup has none left */
+		madvise(p, OOM_PAGES * psize, MADV_UPM_MERGEABLE);
+		_exit(same_as(p, OOM_PAGES, 0x6f6f6d21) ? 0 : 6);
+	}
+	snprintf(buf, sizeof(buf), "%d", pid);
+	ASSERT_EQ(0, write_str(OOM_CG "/cgroup.procs", buf));
+	write_byte(to_child[1]);
+	ASSERT_TRUE(read_byte(to_test[0]));
+	/* Full: what it uses now plus 1 MiB, and no swap to reclaim to */
+	cur = read_ulong(OOM_CG "/memory.current");
+	ASSERT_GT(cur, 0);
+	snprintf(buf, sizeof(buf), "%ld", cur + (1L << 20));
+	ASSERT_EQ(0, write_str(OOM_CG "/memory.max", buf));
+	write_str(OOM_CG "/memory.swap.max", "0");
+	nomem0 = upm_counter("skipped_nomem");
+	write_byte(to_child[1]);
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	nomem = upm_counter("skipped_nomem");
+	TH_LOG("skipped_nomem %ld -> %ld", nomem0, nomem);
+	EXPECT_TRUE(WIFEXITED(status)) TH_LOG("the adviser was killed");
+	EXPECT_EQ(0, WEXITSTATUS(status));
+	EXPECT_GT(nomem, nomem0);
+	rmdir(OOM_CG);
+	close(to_child[0]);
+	close(to_child[1]);
+	close(to_test[0]);
+	close(to_test[1]);
+}
+
+/*
  * A merge domain is kept across a plain exec, but not across a setuid
  * one: the privileged program must not inherit a domain chosen for it.
  */
