@@ -611,27 +611,34 @@ TEST_F_TIMEOUT(mix, advice_never_oom_kills, 300)
 	pid = fork();
 	ASSERT_GE(pid, 0);
 	if (!pid) {
-		char *p;
+		char *p, *ref;
 
 		read_byte(to_child[0]);
 		p = map_anon(OOM_PAGES);
-		if (!p)
+		ref = map_anon(OOM_PAGES);
+		if (!p || !ref)
 			_exit(2);
 		fill(p, OOM_PAGES, 0x6f6f6d21);
+		/* Checked against later without allocating any memory */
+		memcpy(ref, p, OOM_PAGES * psize);
 		write_byte(to_test[1]);
 		read_byte(to_child[0]);
 		/* Each page needs a fresh frame: the cgroup has none left */
 		madvise(p, OOM_PAGES * psize, MADV_UPM_MERGEABLE);
-		_exit(same_as(p, OOM_PAGES, 0x6f6f6d21) ? 0 : 6);
+		_exit(memcmp(p, ref, OOM_PAGES * psize) ? 6 : 0);
 	}
 	snprintf(buf, sizeof(buf), "%d", pid);
 	ASSERT_EQ(0, write_str(OOM_CG "/cgroup.procs", buf));
 	write_byte(to_child[1]);
 	ASSERT_TRUE(read_byte(to_test[0]));
-	/* Full: what it uses now plus 1 MiB, and no swap to reclaim to */
+	/*
+	 * Full: what it uses now plus 16 pages, less than the batch of 64
+	 * old pages UPM holds until their frames replaced them, and no swap
+	 * to reclaim to
+	 */
 	cur = read_ulong(OOM_CG "/memory.current");
 	ASSERT_GT(cur, 0);
-	snprintf(buf, sizeof(buf), "%ld", cur + (1L << 20));
+	snprintf(buf, sizeof(buf), "%ld", cur + 16 * psize);
 	ASSERT_EQ(0, write_str(OOM_CG "/memory.max", buf));
 	write_str(OOM_CG "/memory.swap.max", "0");
 	nomem0 = upm_counter("skipped_nomem");
