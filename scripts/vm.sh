@@ -94,9 +94,11 @@ case " ${APPEND:-} " in
 esac
 # Under TCG a loaded host can stall a vCPU thread for tens of seconds
 # while guest time runs on: report a soft lockup only after 120 s (the
-# hung task timeout), not the default 20 s.
+# hung task timeout), not the default 20 s, and an RCU stall after 60 s,
+# not 21 s.
 append="console=ttyS0 rdinit=/init panic=-1 loglevel=4 \
-nokaslr tsc=reliable no_timer_check watchdog_thresh=60 ${APPEND:-}"
+nokaslr tsc=reliable no_timer_check watchdog_thresh=60 \
+rcupdate.rcu_cpu_stall_timeout=60 ${APPEND:-}"
 [ $interactive = 1 ] && append="$append upm.interactive=1"
 
 [ "${QUIET:-0}" = 1 ] || step "Booting the $FLAVOUR kernel (${acc^^}, $CPUS CPUs, $MEM): $cmd"

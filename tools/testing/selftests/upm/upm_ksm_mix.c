@@ -456,12 +456,14 @@ static void fork_and_reap(void)
 }
 
 /*
- * Map, advise and unmap distinct pages round after round while children
- * exit tens of times a second: every exit of an mm that used UPM asks
- * for a prune of the index, and a stream of them must not postpone it.
- * The metadata left is at most one round's worth: index entries, KSM's
- * stable nodes (pages_shared) and this process's rmap_items. SUnreclaim
- * is only logged: under KASAN, freed objects wait in its quarantine.
+ * Every exit of an mm that used UPM asks for a prune of the index, and a
+ * stream of exits must not postpone it: advise rounds of distinct pages,
+ * unmap them all, then let a child exit every 20 ms until the stale
+ * entries are gone. What is left is at most one round's worth of index
+ * entries and KSM stable nodes (pages_shared). The rmap_items of the
+ * unmapped ranges stay until ksmd runs or the process exits, as KSM's
+ * do; they and SUnreclaim are only logged (under KASAN, freed objects
+ * wait in its quarantine).
  */
 #define CHURN_ROUNDS	64
 #define CHURN_PAGES	256
@@ -469,6 +471,7 @@ static void fork_and_reap(void)
 TEST_F_TIMEOUT(mix, exit_churn_keeps_index_bounded, 300)
 {
 	long entries0, unrec0, entries = 0, unrec, shared0;
+	static char *round[CHURN_ROUNDS];
 	double deadline;
 	int r;
 
@@ -478,15 +481,14 @@ TEST_F_TIMEOUT(mix, exit_churn_keeps_index_bounded, 300)
 	unrec0 = meminfo_kb("SUnreclaim:");
 	ASSERT_GE(entries0, 0);
 	for (r = 0; r < CHURN_ROUNDS; r++) {
-		char *p = map_anon(CHURN_PAGES);
-
-		ASSERT_NE(NULL, p);
-		fill(p, CHURN_PAGES, 0x63687572 + r * 7919);
-		ASSERT_EQ(0, madvise(p, CHURN_PAGES * psize,
+		round[r] = map_anon(CHURN_PAGES);
+		ASSERT_NE(NULL, round[r]);
+		fill(round[r], CHURN_PAGES, 0x63687572 + r * 7919);
+		ASSERT_EQ(0, madvise(round[r], CHURN_PAGES * psize,
 				     MADV_UPM_MERGEABLE));
-		fork_and_reap();
-		munmap(p, CHURN_PAGES * psize);
 	}
+	for (r = 0; r < CHURN_ROUNDS; r++)
+		munmap(round[r], CHURN_PAGES * psize);
 	/* Keep exiting every 20 ms: the prune must still come */
 	deadline = now() + 20;
 	while (now() < deadline) {
@@ -500,7 +502,6 @@ TEST_F_TIMEOUT(mix, exit_churn_keeps_index_bounded, 300)
 	       entries0, entries, CHURN_ROUNDS, CHURN_PAGES);
 	EXPECT_LE(entries, entries0 + CHURN_PAGES);
 	EXPECT_LE(ksm_counter("pages_shared"), shared0 + CHURN_PAGES);
-	EXPECT_LE(read_ksm_stat("ksm_rmap_items"), 2 * CHURN_PAGES);
 	unrec = meminfo_kb("SUnreclaim:");
 	TH_LOG("SUnreclaim %ld kB -> %ld kB, ksm_rmap_items %ld", unrec0,
 	       unrec, read_ksm_stat("ksm_rmap_items"));
