@@ -98,7 +98,9 @@
  *
  * What UPM allocates for an adviser (entries, stable nodes, rmap_items,
  * safe frames) is charged to the advised mm's memory cgroup, and never
- * reclaims hard, dips into reserves or OOM-kills: advice is a hint.
+ * reclaims hard or OOM-kills: advice is a hint. Only the stable node,
+ * allocated once its page is merged, may use reserves and go over the
+ * memcg limit, since failing it would mean breaking the merge again.
  *
  * Why the first adviser's page is write-protected at once rather than kept
  * as a writable candidate: once entered, the page is a KSM page, so a later
