@@ -306,24 +306,6 @@ FIXTURE_TEARDOWN(fork_move)
 	knobs_restore(&self->knobs);
 }
 
-/* A field of /proc/PID/ksm_stat, or -1 */
-static long child_ksm_stat(pid_t pid, const char *name)
-{
-	char path[64], key[64];
-	long v, found = -1;
-	FILE *f;
-
-	snprintf(path, sizeof(path), "/proc/%d/ksm_stat", pid);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (fscanf(f, "%63s %ld", key, &v) == 2)
-		if (!strcmp(key, name))
-			found = v;
-	fclose(f);
-	return found;
-}
-
 #define MOVE_PAGES	512
 #define MOVE_SEED	0x6d6f7665
 
@@ -389,7 +371,7 @@ TEST_F_TIMEOUT(fork_move, child_pages_move, 300)
 	if (variant->ksmd) {
 		ASSERT_TRUE(wait_full_scans(3, 120));
 		write_str(KSM "run", "0");
-		EXPECT_EQ(MOVE_PAGES, child_ksm_stat(child, "ksm_rmap_items"));
+		EXPECT_EQ(MOVE_PAGES, read_ksm_stat_in(child, "ksm_rmap_items"));
 	}
 
 	for (i = 0; i < MOVE_PAGES; i++)
@@ -412,7 +394,7 @@ TEST_F_TIMEOUT(fork_move, child_pages_move, 300)
 	EXPECT_EQ(MOVE_PAGES, moved);
 	TH_LOG("moved %d of %d pages of the child", moved, MOVE_PAGES);
 	TH_LOG("KSM pages %ld, rmap_items of the child %ld", ksm_pages,
-	       child_ksm_stat(child, "ksm_rmap_items"));
+	       read_ksm_stat_in(child, "ksm_rmap_items"));
 
 	/* The child (not ours to wait for) checks its content after the move */
 	write_byte(to_child[1]);

@@ -64,13 +64,18 @@ long ksm_counter(const char *name)
 	return read_ulong(path);
 }
 
-/* A field of /proc/self/ksm_stat, or -1. */
-long read_ksm_stat(const char *name)
+/* A field of /proc/PID/ksm_stat of process pid (0: this one), or -1. */
+long read_ksm_stat_in(pid_t pid, const char *name)
 {
-	char key[64];
+	char path[64], key[64];
 	long v, found = -1;
-	FILE *f = fopen("/proc/self/ksm_stat", "r");
+	FILE *f;
 
+	if (pid)
+		snprintf(path, sizeof(path), "/proc/%d/ksm_stat", pid);
+	else
+		snprintf(path, sizeof(path), "/proc/self/ksm_stat");
+	f = fopen(path, "r");
 	if (!f)
 		return -1;
 	while (fscanf(f, "%63s %ld", key, &v) == 2)
@@ -78,6 +83,12 @@ long read_ksm_stat(const char *name)
 			found = v;
 	fclose(f);
 	return found;
+}
+
+/* A field of /proc/self/ksm_stat, or -1. */
+long read_ksm_stat(const char *name)
+{
+	return read_ksm_stat_in(0, name);
 }
 
 /* Raw pagemap entry of addr in process pid (0: this one), 0 if unreadable */

@@ -31,6 +31,7 @@ void read_str(const char *path, char *buf, size_t len);
 long upm_counter(const char *name);
 long ksm_counter(const char *name);
 long read_ksm_stat(const char *name);
+long read_ksm_stat_in(pid_t pid, const char *name);
 uint64_t pagemap_in(pid_t pid, const void *addr);
 uint64_t pagemap_of(void *addr);
 uint64_t pfn_in(pid_t pid, const void *addr);
