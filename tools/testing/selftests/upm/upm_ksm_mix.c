@@ -371,7 +371,8 @@ TEST_F_TIMEOUT(fork_move, child_pages_move, 300)
 	if (variant->ksmd) {
 		ASSERT_TRUE(wait_full_scans(3, 120));
 		write_str(KSM "run", "0");
-		EXPECT_EQ(MOVE_PAGES, read_ksm_stat_in(child, "ksm_rmap_items"));
+		EXPECT_EQ(MOVE_PAGES,
+			  read_ksm_stat_in(child, "ksm_rmap_items"));
 	}
 
 	for (i = 0; i < MOVE_PAGES; i++)
