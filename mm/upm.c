@@ -43,7 +43,7 @@
  * A process calls madvise(addr, len, MADV_UPM_MERGEABLE) on memory that is
  * probably duplicated in other processes. During the call, UPM merges every
  * present anonymous page of the range whose content is already known, and
- * makes every other page known, so the next adviser merges against it.
+ * makes every other page a candidate, so the next adviser merges with it.
  * Merged pages are ordinary KSM pages: UPM only decides *when* to merge and
  * *with what*; all merging is done by KSM's own functions, so reclaim, swap,
  * migration, fork, copy-on-write, munmap, exit, MADV_UNMERGEABLE and
@@ -62,20 +62,33 @@
  * 3. Outside any lock it hashes each page (64-bit xxhash) and notes
  *    whether it is all zeroes.
  * 4. Under ksm_thread_mutex, for each page: a zero page is replaced by the
- *    shared zero page. Otherwise the index is looked up by (domain, hash);
- *    the page is merged into a candidate with try_to_merge_with_ksm_page(),
- *    which write-protects it and compares both pages in full (memcmp),
- *    then stable_tree_append().
- *    A page with no twin becomes a KSM page and is entered into the
- *    index: with safe frames (the default), its content is first copied
- *    into a freshly allocated frame that replaces it, so that no adviser
- *    chooses the physical frame others will share; otherwise the page
- *    itself is write-protected and becomes the KSM page.
+ *    shared zero page. Otherwise the index of shared pages is looked up by
+ *    (domain, hash), and the page is merged into a match with
+ *    try_to_merge_with_ksm_page(), which write-protects it and compares
+ *    both pages in full (memcmp), then stable_tree_append().
+ * 5. Without a shared match, the index of candidates is looked up the same
+ *    way. A candidate is an advised page nobody shared yet, left writable
+ *    and in place; only its KSM rmap_item is linked into the index. On a
+ *    match, the two pages are compared in full; the candidate's page is
+ *    made a KSM page and entered into the index of shared pages (with
+ *    safe frames, the default, its content is first copied into a freshly
+ *    allocated frame that replaces it, so that no adviser chooses the
+ *    physical frame others will share), then the adviser's page is merged
+ *    into it as in step 4. A candidate whose page is gone, or changed since
+ *    it was hashed, is dropped on the way and never merged.
+ * 6. A page with no match at all becomes a candidate itself.
  *
- * The index is a hash table of &struct upm_entry, each pointing at one KSM
- * stable node (never a chain head). It is keyed by the content hash and a
- * merge domain, so pages only ever meet pages of their own domain. An entry
- * lives exactly as long as its stable node: KSM calls
+ * So a unique page costs a hash and its rmap_item, and stays writable: its
+ * owner's next write takes no fault. Only pages that are actually shared
+ * are write-protected, copied, and given a stable node.
+ *
+ * The index of shared pages is a hash table of &struct upm_entry, each
+ * pointing at one KSM stable node (never a chain head). Both indexes are
+ * keyed by the content hash and a merge domain, so pages only ever meet
+ * pages of their own domain. A candidate lives as long as its rmap_item:
+ * KSM calls upm_candidate_removed() from remove_rmap_item_from_tree(),
+ * whatever the reason (the page was merged, unmapped, or its mm exits). An
+ * entry lives exactly as long as its stable node: KSM calls
  * upm_stable_node_freed() from free_stable_node(), whatever the reason the
  * node goes away (its page was freed, unmerged, migrated away, or memory
  * was offlined). Stable nodes do not pin their page, so every hit is
@@ -91,36 +104,42 @@
  * of such pages are kept off KSM's stable tree (stable_node_off_tree()),
  * and ksmd leaves the ranges advised to UPM (VM_UPM) alone
  * (upm_ksmd_skips()), so neither ksmd nor KSM's tree statistics connect
- * two domains. ksmd still keeps the rmap_items of those ranges right; in
- * particular it gives a forked child's KSM pages their own. merge_policy
- * "global" merges everything, as ksmd does, and puts the nodes in the
- * stable tree.
+ * two domains. ksmd still keeps the rmap_items of those ranges right (it
+ * gives a forked child's KSM pages their own) and leaves candidates in
+ * place. merge_policy "global" merges everything, as ksmd does, and puts
+ * the nodes in the stable tree; ksmd may then take a candidate into its
+ * unstable tree, which removes it from UPM's index (ksmd then merges it
+ * at its own pace).
  *
- * What UPM allocates for an adviser (entries, stable nodes, rmap_items,
- * safe frames) is charged to the advised mm's memory cgroup, and never
- * reclaims hard or OOM-kills: advice is a hint. Only the stable node,
- * allocated once its page is merged, may use reserves and go over the
- * memcg limit, since failing it would mean breaking the merge again.
+ * What UPM allocates for an adviser (entries, stable nodes, rmap_items)
+ * is charged to the advised mm's memory cgroup; a safe frame to that of
+ * the mm whose page it replaces. None of it reclaims hard or OOM-kills:
+ * advice is a hint. Only the stable node, allocated once its page is
+ * merged, may use reserves and go over the memcg limit, since failing it
+ * would mean breaking the merge again.
  *
- * Why the first adviser's page is write-protected at once rather than kept
- * as a writable candidate: once entered, the page is a KSM page, so a later
- * write by its owner takes a copy-on-write fault and can never change what
- * others merge with. The cost is one copy-on-write fault on the owner's
- * first write to a page that nobody else shares yet.
+ * A candidate's owner may write to it at any time, as with the pages in
+ * ksmd's unstable tree: the hash only finds it, and it is merged only if
+ * it still equals the adviser's page once both are write-protected.
  *
  * Locking order (the same as ksmd's): ksm_thread_mutex, then mmap_lock
  * (read), then the folio lock. UPM never waits for ksm_thread_mutex while
- * holding an mmap_lock. The mutex protects the index, KSM's trees and the
- * mm's rmap_item list; it is dropped after every batch, so ksmd and other
- * advisers are never starved, and cond_resched() runs between batches.
+ * holding an mmap_lock, and takes one mm's mmap_lock at a time: the
+ * adviser's, or a candidate's to merge it. The mutex protects both
+ * indexes, KSM's trees and the mm's rmap_item list; it is dropped after
+ * every batch, so ksmd and other advisers are never starved, and
+ * cond_resched() runs between batches.
  * UPM only ever inserts into an mm's rmap_item list, never frees from it:
  * ksmd's scan cursor may point into that list while the mutex is dropped.
+ * An item UPM inserts at that cursor, for an address ksmd has passed,
+ * moves the cursor past it, or ksmd would free it (upm_rmap_item()).
  *
  * Stable nodes do not learn when their page is freed; KSM finds stale ones
  * when it next looks at them. Nothing walks the nodes kept off the tree, so
  * after an mm that used UPM exits or unmerges a range, a work item looks at
  * every index entry (upm_prune_workfn()), which frees the stale nodes and
- * their entries.
+ * their entries, and drops the candidates of exited mms whose rmap_items
+ * wait for ksmd.
  */
 
 /* Pages handled per batch: hashed unlocked, then merged under the mutex */
@@ -164,6 +183,11 @@ struct upm_index {
 };
 
 static struct upm_index upm_index;
+/*
+ * Candidates: KSM rmap_items of advised pages that nobody shared yet,
+ * linked by their upm_node, keyed like upm_index. Under ksm_thread_mutex.
+ */
+static struct upm_index upm_candidates;
 static struct kmem_cache *upm_entry_cache;
 /* Set once the index exists: madvise refuses the advice before that */
 static bool upm_ready __read_mostly;
@@ -198,6 +222,8 @@ enum upm_counter {
 	UPM_PAGES_STABLE_NEW,
 	UPM_PAGES_ZERO,
 	UPM_PAGES_COPIED,
+	UPM_PAGES_CANDIDATE,
+	UPM_CANDIDATES_DROPPED,
 	UPM_SKIP_ABSENT,
 	UPM_SKIP_KSM,
 	UPM_SKIP_PINNED,
@@ -491,12 +517,23 @@ static struct ksm_rmap_item *upm_rmap_item(struct upm_pass *p,
 					   unsigned long addr)
 {
 	struct ksm_rmap_item **link = p->cursor;
+	struct ksm_rmap_item *rmap_item;
 
 	while (*link && ((*link)->address & PAGE_MASK) < addr)
 		link = &(*link)->rmap_list;
 	p->cursor = link;
 	/* *link is NULL or at or above addr: nothing is freed here */
-	return get_next_rmap_item(p->slot, link, addr);
+	rmap_item = get_next_rmap_item(p->slot, link, addr);
+	/*
+	 * ksmd passes the pages of UPM's ranges without moving its cursor
+	 * (ksm_upm_skip_page()), so it may rest on this very link with its
+	 * scan address past @addr: it would then free the item as one for a
+	 * page it found gone. Move its cursor past the item.
+	 */
+	if (rmap_item && ksm_scan.mm_slot == p->slot &&
+	    ksm_scan.rmap_list == link && addr < ksm_scan.address)
+		ksm_scan.rmap_list = &rmap_item->rmap_list;
+	return rmap_item;
 }
 
 static void upm_merge_zero(struct upm_pass *p, struct upm_page *up)
@@ -579,10 +616,10 @@ static bool upm_merge_with_twin(struct upm_pass *p, struct upm_page *up,
  * A fresh frame holding a copy of @page, ready to replace it as a KSM page
  * (try_to_merge_one_page() compares both once @page is write-protected, so
  * a write racing with the copy only makes that merge fail). It is charged
- * to the adviser's memory cgroup, as the page it replaces was. *@hash is
- * the hash of the copy: of what is shared if the merge succeeds.
+ * to the memory cgroup of @mm, as the page it replaces was. *@hash is the
+ * hash of the copy: of what is shared if the merge succeeds.
  */
-static struct folio *upm_alloc_frame(struct upm_pass *p, struct page *page,
+static struct folio *upm_alloc_frame(struct mm_struct *mm, struct page *page,
 				     u64 *hash)
 {
 	bool zero;
@@ -594,7 +631,7 @@ static struct folio *upm_alloc_frame(struct upm_pass *p, struct page *page,
 				   __GFP_NOWARN, 0, page_to_nid(page));
 	if (!folio)
 		return NULL;
-	if (mem_cgroup_charge(folio, p->mm, GFP_KERNEL | __GFP_NORETRY)) {
+	if (mem_cgroup_charge(folio, mm, GFP_KERNEL | __GFP_NORETRY)) {
 		folio_put(folio);
 		return NULL;
 	}
@@ -611,50 +648,50 @@ static struct folio *upm_alloc_frame(struct upm_pass *p, struct page *page,
 }
 
 /*
- * Make the page a KSM page (with safe frames, a copy replaces it) and
- * enter it into the index.
+ * Make @page, mapped at @rmap_item, a KSM page (with safe frames, a copy
+ * replaces it) and enter it into the index with the hash of what it holds
+ * once write-protected: the page of a candidate that an adviser's page
+ * has just matched.
+ *
+ * Return: 0, -EBUSY if the page could not be write-protected or changed,
+ * -ENOMEM if the metadata or the frame could not be allocated.
  */
-static void upm_publish(struct upm_pass *p, struct upm_page *up,
-			struct ksm_rmap_item *rmap_item)
+static int upm_publish(struct upm_pass *p, struct ksm_rmap_item *rmap_item,
+		       struct page *page, u64 hash)
 {
 	struct ksm_stable_node *stable_node;
 	bool copy = READ_ONCE(upm_safe_frames);
 	struct folio *kfolio;
 	struct upm_entry *e;
-	u64 hash = up->hash;
+	bool zero;
 	int err;
 
 	e = kmem_cache_alloc(upm_entry_cache,
 			     GFP_KERNEL | __GFP_NORETRY | __GFP_NOWARN);
-	if (!e) {
-		p->count[UPM_SKIP_NOMEM]++;
-		return;
-	}
+	if (!e)
+		return -ENOMEM;
 	if (copy) {
-		kfolio = upm_alloc_frame(p, up->page, &hash);
+		kfolio = upm_alloc_frame(rmap_item->mm, page, &hash);
 		if (!kfolio) {
-			kmem_cache_free(upm_entry_cache, e);
-			p->count[UPM_SKIP_NOMEM]++;
-			return;
+			err = -ENOMEM;
+			goto out_entry;
 		}
-		err = try_to_merge_with_ksm_page(rmap_item, up->page,
+		err = try_to_merge_with_ksm_page(rmap_item, page,
 						 folio_page(kfolio, 0));
 	} else {
-		err = try_to_merge_with_ksm_page(rmap_item, up->page, NULL);
-		kfolio = page_folio(up->page);
+		err = try_to_merge_with_ksm_page(rmap_item, page, NULL);
+		kfolio = page_folio(page);
 		folio_get(kfolio);
 		/*
 		 * The page may have changed since it was hashed: key the entry
 		 * by what it holds now that it is write-protected.
 		 */
 		if (!err)
-			hash = upm_hash_page(up->page, &up->zero);
+			hash = upm_hash_page(page, &zero);
 	}
 	if (err) {
-		folio_put(kfolio);
-		kmem_cache_free(upm_entry_cache, e);
-		p->count[UPM_SKIP_BUSY]++;
-		return;
+		err = -EBUSY;
+		goto out_folio;
 	}
 
 	folio_lock(kfolio);
@@ -680,19 +717,201 @@ static void upm_publish(struct upm_pass *p, struct upm_page *up,
 		upm_index_add(&upm_index, e);
 	}
 	folio_unlock(kfolio);
-	folio_put(kfolio);
-
 	if (!stable_node) {
 		/* Undo the write protection, as cmp_and_merge_page() does. */
 		break_cow(rmap_item);
-		kmem_cache_free(upm_entry_cache, e);
-		p->count[UPM_SKIP_NOMEM]++;
-		return;
+		err = -ENOMEM;
+		goto out_folio;
 	}
+	folio_put(kfolio);
 	if (copy)
 		p->count[UPM_PAGES_COPIED]++;
 	p->count[UPM_PAGES_STABLE_NEW]++;
-	p->mm->upm_stable_pages++;
+	rmap_item->mm->upm_stable_pages++;
+	return 0;
+
+out_folio:
+	folio_put(kfolio);
+out_entry:
+	kmem_cache_free(upm_entry_cache, e);
+	return err;
+}
+
+/* The merge domain a candidate was advised in, as upm_domain_of() keys it */
+static u64 upm_candidate_domain(struct ksm_rmap_item *cand)
+{
+	if (cand->upm_user_ns)
+		return ((u64)cand->upm_user_ns->ns.inum << 32) |
+		       cand->oldchecksum;
+	return cand->oldchecksum;
+}
+
+/*
+ * Enter the adviser's page as a candidate: it stays writable, and only
+ * its rmap_item (which KSM keeps in the mm's rmap_list anyway) is linked
+ * into the index, keyed by its hash and domain.
+ */
+static void upm_candidate_add(struct upm_pass *p,
+			      struct ksm_rmap_item *rmap_item, u64 hash)
+{
+	/* Its fields share unions with those of KSM's trees: leave them */
+	remove_rmap_item_from_tree(rmap_item);
+	rmap_item->upm_hash = hash;
+	rmap_item->oldchecksum = lower_32_bits(p->domain);
+	rmap_item->upm_user_ns = p->user_ns ? get_user_ns(p->user_ns) : NULL;
+	rmap_item->address |= UPM_CANDIDATE_FLAG;
+	hlist_add_head(&rmap_item->upm_node,
+		       upm_index_bucket(&upm_candidates, hash, p->domain));
+	upm_candidates.nr_entries++;
+	p->count[UPM_PAGES_CANDIDATE]++;
+}
+
+/**
+ * upm_candidate_removed() - a candidate's rmap_item leaves UPM's index
+ * @rmap_item:	the rmap_item, with UPM_CANDIDATE_FLAG
+ *
+ * Called by UPM, and by remove_rmap_item_from_tree() whenever KSM is done
+ * with the rmap_item (its page was merged or unmapped, or its mm exits),
+ * so that no candidate outlives its rmap_item. Under ksm_thread_mutex.
+ */
+void upm_candidate_removed(struct ksm_rmap_item *rmap_item)
+{
+	lockdep_assert_held(&ksm_thread_mutex);
+	hlist_del(&rmap_item->upm_node);
+	upm_candidates.nr_entries--;
+	if (rmap_item->upm_user_ns)
+		put_user_ns(rmap_item->upm_user_ns);
+	rmap_item->upm_user_ns = NULL;
+	rmap_item->address &= PAGE_MASK;
+}
+
+/*
+ * Is the candidate's mm still in the domain the candidate was entered in?
+ * A process that joined or left an explicit domain since takes its pages
+ * with it (pages merged before stay merged, as after PR_SET_UPM_DOMAIN).
+ */
+static bool upm_candidate_current(struct ksm_rmap_item *cand)
+{
+	unsigned int id = cand->upm_user_ns ? 0 : cand->oldchecksum;
+
+	if (upm_merge_policy == UPM_POLICY_GLOBAL)
+		return true;
+	return READ_ONCE(cand->mm->upm_domain) == id;
+}
+
+static void upm_candidate_drop(struct upm_pass *p, struct ksm_rmap_item *cand)
+{
+	upm_candidate_removed(cand);
+	p->count[UPM_CANDIDATES_DROPPED]++;
+}
+
+/* Is @page one of the batch's pages (on which the batch holds a reference)? */
+static bool upm_batch_holds(struct upm_pass *p, struct page *page)
+{
+	unsigned int i;
+
+	for (i = 0; i < p->nr; i++)
+		if (p->batch[i].page == page)
+			return true;
+	return false;
+}
+
+/*
+ * Is the candidate's range still advised to UPM? Under the domain policy,
+ * a range advised again with MADV_UNMERGEABLE or MADV_MERGEABLE since is
+ * no longer UPM's to merge (upm_collect() checks the same for advisers).
+ */
+static bool upm_candidate_advised(struct ksm_rmap_item *cand)
+{
+	struct mm_struct *mm = cand->mm;
+	struct vm_area_struct *vma;
+	bool advised;
+
+	if (upm_merge_policy == UPM_POLICY_GLOBAL)
+		return true;
+	mmap_read_lock(mm);
+	vma = ksm_test_exit(mm) ? NULL :
+	      vma_lookup(mm, cand->address & PAGE_MASK);
+	advised = vma && (vma->vm_flags & VM_UPM);
+	mmap_read_unlock(mm);
+	return advised;
+}
+
+/*
+ * Merge the page with a candidate of the same hash and domain: compare
+ * them in full, make the candidate's page a KSM page (a fresh copy of it,
+ * with safe frames), then merge ours into that. A candidate whose page is
+ * gone or changed is dropped on the way.
+ *
+ * Return: true if a twin was found (merged, or the merge was refused).
+ */
+static bool upm_merge_with_candidate(struct upm_pass *p, struct upm_page *up,
+				     struct ksm_rmap_item *rmap_item)
+{
+	struct ksm_rmap_item *cand;
+	struct hlist_head *bucket;
+	struct hlist_node *tmp;
+	struct page *cpage;
+	bool zero, held;
+	int err;
+
+	bucket = upm_index_bucket(&upm_candidates, up->hash, p->domain);
+	hlist_for_each_entry_safe(cand, tmp, bucket, upm_node) {
+		if (cand->upm_hash != up->hash ||
+		    upm_candidate_domain(cand) != p->domain ||
+		    WARN_ON_ONCE(cand == rmap_item))
+			continue;
+		if (!upm_candidate_current(cand) ||
+		    !upm_candidate_advised(cand)) {
+			upm_candidate_drop(p, cand);
+			continue;
+		}
+		/* Takes the candidate's mmap_lock: we hold none (see DOC) */
+		cpage = get_mergeable_page(cand);
+		if (!cpage || PageKsm(cpage)) {
+			/* Unmapped, its mm exited, or it is shared already */
+			if (cpage)
+				put_page(cpage);
+			upm_candidate_drop(p, cand);
+			continue;
+		}
+		/* Still shared since a fork: nothing to gain, as in KSM */
+		if (cpage == up->page) {
+			put_page(cpage);
+			continue;
+		}
+		/* Unlocked, as ksmd does: a cheap test before write-protect */
+		if (!pages_identical(up->page, cpage)) {
+			bool collision;
+
+			collision = upm_hash_page(cpage, &zero) == up->hash;
+
+			put_page(cpage);
+			if (collision) {
+				p->count[UPM_HASH_COLLISIONS]++;
+				continue;
+			}
+			/* Written to since it was advised */
+			upm_candidate_drop(p, cand);
+			continue;
+		}
+		/*
+		 * write_protect_page() allows one reference besides the
+		 * mappings: for a page of this batch (a duplicate within the
+		 * range), the batch's.
+		 */
+		held = cand->mm == p->mm && upm_batch_holds(p, cpage);
+		if (held)
+			put_page(cpage);
+		err = upm_publish(p, cand, cpage, up->hash);
+		if (!held)
+			put_page(cpage);
+		/* Busy or no memory: try the next, or become a candidate */
+		if (err)
+			continue;
+		return upm_merge_with_twin(p, up, rmap_item);
+	}
+	return false;
 }
 
 static void upm_merge_page(struct upm_pass *p, struct upm_page *up)
@@ -713,14 +932,20 @@ static void upm_merge_page(struct upm_pass *p, struct upm_page *up)
 		p->count[UPM_SKIP_NOMEM]++;
 		return;
 	}
-	if (!upm_merge_with_twin(p, up, rmap_item))
-		upm_publish(p, up, rmap_item);
+	/* Advised before: re-entered below with its current hash */
+	if (rmap_item->address & UPM_CANDIDATE_FLAG)
+		upm_candidate_removed(rmap_item);
+	if (upm_merge_with_twin(p, up, rmap_item) ||
+	    upm_merge_with_candidate(p, up, rmap_item))
+		return;
+	upm_candidate_add(p, rmap_item, up->hash);
 }
 
 /*
  * Merge the hashed batch under ksm_thread_mutex. What it allocates (index
- * entries, stable nodes, rmap_items, frames) is charged to the memory
- * cgroup of the advised mm, also when another process advises it.
+ * entries, stable nodes, rmap_items) is charged to the memory cgroup of
+ * the advised mm, also when another process advises it; a safe frame to
+ * that of the mm whose candidate page it replaces (upm_alloc_frame()).
  *
  * Return: 0, or -EINTR if a fatal signal came while waiting for the mutex.
  */
@@ -864,16 +1089,20 @@ int upm_merge_range(struct mm_struct *mm, struct task_struct *owner,
 
 /*
  * Look at every index entry: ksm_get_folio() frees a stale stable node, and
- * free_stable_node() its entry. Called with ksm_thread_mutex held, which is
- * dropped now and then so that advisers and ksmd are not held up.
+ * free_stable_node() its entry. Drop the candidates of exited mms, whose
+ * rmap_items wait for ksmd when exit could not free them, or with
+ * @all_candidates every candidate. Called with ksm_thread_mutex held,
+ * which is dropped now and then so that advisers and ksmd are not held up.
  */
-static void upm_prune_index(void)
+static void upm_prune_index(bool all_candidates)
 {
 	unsigned long b, nr_buckets = 1UL << upm_index.bits;
+	struct ksm_rmap_item *cand;
 	struct hlist_node *tmp;
 	struct upm_entry *e;
 
 	lockdep_assert_held(&ksm_thread_mutex);
+	/* upm_candidates has as many buckets (upm_init()) */
 	for (b = 0; b < nr_buckets; b++) {
 		hlist_for_each_entry_safe(e, tmp, &upm_index.buckets[b], node) {
 			struct folio *folio;
@@ -883,6 +1112,10 @@ static void upm_prune_index(void)
 			if (folio)
 				folio_put(folio);
 		}
+		hlist_for_each_entry_safe(cand, tmp,
+					  &upm_candidates.buckets[b], upm_node)
+			if (all_candidates || ksm_test_exit(cand->mm))
+				upm_candidate_removed(cand);
 		if (need_resched()) {
 			mutex_unlock(&ksm_thread_mutex);
 			cond_resched();
@@ -922,7 +1155,7 @@ static void upm_prune_workfn(struct work_struct *work)
 	lru_add_drain_all();
 	mutex_lock(&ksm_thread_mutex);
 	wait_while_offlining();
-	upm_prune_index();
+	upm_prune_index(false);
 	mutex_unlock(&ksm_thread_mutex);
 
 	last = READ_ONCE(upm_prune_requested);
@@ -1081,7 +1314,6 @@ out:
 	mutex_unlock(&ksm_thread_mutex);
 }
 
-#ifdef CONFIG_SYSFS
 struct upm_counter_attr {
 	struct kobj_attribute attr;
 	enum upm_counter counter;
@@ -1109,6 +1341,8 @@ UPM_COUNTER_ATTR(pages_merged, UPM_PAGES_MERGED);
 UPM_COUNTER_ATTR(pages_stable_new, UPM_PAGES_STABLE_NEW);
 UPM_COUNTER_ATTR(pages_zero, UPM_PAGES_ZERO);
 UPM_COUNTER_ATTR(pages_copied, UPM_PAGES_COPIED);
+UPM_COUNTER_ATTR(pages_candidate, UPM_PAGES_CANDIDATE);
+UPM_COUNTER_ATTR(candidates_dropped, UPM_CANDIDATES_DROPPED);
 UPM_COUNTER_ATTR(skipped_absent, UPM_SKIP_ABSENT);
 UPM_COUNTER_ATTR(skipped_ksm, UPM_SKIP_KSM);
 UPM_COUNTER_ATTR(skipped_pinned, UPM_SKIP_PINNED);
@@ -1125,6 +1359,14 @@ static ssize_t index_entries_show(struct kobject *kobj,
 	return sysfs_emit(buf, "%lu\n", READ_ONCE(upm_index.nr_entries));
 }
 static struct kobj_attribute index_entries_attr = __ATTR_RO(index_entries);
+
+static ssize_t index_candidates_show(struct kobject *kobj,
+				     struct kobj_attribute *attr, char *buf)
+{
+	return sysfs_emit(buf, "%lu\n", READ_ONCE(upm_candidates.nr_entries));
+}
+static struct kobj_attribute index_candidates_attr =
+	__ATTR_RO(index_candidates);
 
 static ssize_t index_buckets_show(struct kobject *kobj,
 				  struct kobj_attribute *attr, char *buf)
@@ -1154,11 +1396,14 @@ static ssize_t merge_policy_store(struct kobject *kobj,
 	mutex_lock(&ksm_thread_mutex);
 	wait_while_offlining();
 	if (policy != upm_merge_policy) {
-		upm_prune_index();
-		if (upm_index.nr_entries)
+		upm_prune_index(false);
+		if (upm_index.nr_entries) {
 			err = -EBUSY;
-		else
+		} else {
 			WRITE_ONCE(upm_merge_policy, policy);
+			/* Keyed for the old policy: they never match again */
+			upm_prune_index(true);
+		}
 	}
 	mutex_unlock(&ksm_thread_mutex);
 	return err;
@@ -1274,6 +1519,8 @@ static struct attribute *upm_attrs[] = {
 	&upm_attr_pages_stable_new.attr.attr,
 	&upm_attr_pages_zero.attr.attr,
 	&upm_attr_pages_copied.attr.attr,
+	&upm_attr_pages_candidate.attr.attr,
+	&upm_attr_candidates_dropped.attr.attr,
 	&upm_attr_skipped_absent.attr.attr,
 	&upm_attr_skipped_ksm.attr.attr,
 	&upm_attr_skipped_pinned.attr.attr,
@@ -1284,6 +1531,7 @@ static struct attribute *upm_attrs[] = {
 	&upm_attr_hash_collisions.attr.attr,
 	&upm_attr_time_ns.attr.attr,
 	&index_entries_attr.attr,
+	&index_candidates_attr.attr,
 	&index_buckets_attr.attr,
 	&merge_policy_attr.attr,
 	&safe_frames_attr.attr,
@@ -1294,7 +1542,6 @@ static const struct attribute_group upm_attr_group = {
 	.attrs = upm_attrs,
 	.name = "upm",
 };
-#endif /* CONFIG_SYSFS */
 
 static int __init upm_init(void)
 {
@@ -1316,13 +1563,14 @@ static int __init upm_init(void)
 	err = upm_index_init(&upm_index, bits);
 	if (err)
 		goto out_cache;
-#ifdef CONFIG_SYSFS
+	err = upm_index_init(&upm_candidates, bits);
+	if (err)
+		goto out_index;
 	err = sysfs_create_group(mm_kobj, &upm_attr_group);
 	if (err) {
 		pr_err("cannot register sysfs files\n");
-		goto out_index;
+		goto out_candidates;
 	}
-#endif
 	/* A diagnostic: UPM works without it */
 	debugfs_create_file("domains", 0400, debugfs_create_dir("upm", NULL),
 			    NULL, &upm_domains_fops);
@@ -1330,10 +1578,10 @@ static int __init upm_init(void)
 	pr_info("index of %u buckets ready\n", 1U << bits);
 	return 0;
 
-#ifdef CONFIG_SYSFS
+out_candidates:
+	upm_index_destroy(&upm_candidates);
 out_index:
 	upm_index_destroy(&upm_index);
-#endif
 out_cache:
 	kmem_cache_destroy(upm_entry_cache);
 	return err;

@@ -33,15 +33,24 @@ def describe(r):
     sfs = "" if sf is None else " safe_frames=%d" % sf
     if b == "time_to_savings":
         what = "%d x %s%s" % (g("instances", 0), mib(g("memory_bytes", 0) // max(g("instances", 1), 1)), sfs)
-        if r["mode"] == "upm":
-            res = "%s s, saved %s%% (%s%% of ideal)" % (
+        if g("order") == "one_after_another":
+            what += ", one after another"
+        cpu = ""
+        if g("cpu_seconds_per_gib_saved") is not None:
+            cpu = ", %s CPU s/GiB saved" % fmt(g("cpu_seconds_per_gib_saved"))
+        if r["mode"] == "upm" and g("order") == "one_after_another":
+            res = "%s s of madvise (%sx the read passes), %s%% of ideal%s" % (
+                fmt(g("seconds")), fmt(g("vs_read_pass")),
+                fmt(g("percent_of_ideal"), digits=4), cpu)
+        elif r["mode"] == "upm":
+            res = "%s s, saved %s%% (%s%% of ideal)%s" % (
                 fmt(g("seconds")), fmt(g("saving_percent")),
-                fmt(g("percent_of_ideal"), digits=4))
+                fmt(g("percent_of_ideal"), digits=4), cpu)
         elif g("seconds") is None:
             res = "> %s s (cap reached), saved %s%%" % (
                 fmt(g("cap_seconds")), fmt(g("saving_percent")))
         else:
-            res = "%s s to 99%% of UPM's savings" % fmt(g("seconds"))
+            res = "%s s to 99%% of UPM's savings%s" % (fmt(g("seconds")), cpu)
         return what, res
     if b == "throughput":
         if g("skipped"):
@@ -74,15 +83,20 @@ def describe(r):
         if g("ns_per_page") is None:
             return what, "skipped: " + g("skipped", "")
         res = "%s ns/page" % fmt(g("ns_per_page"))
+        if g("vs_present") is not None:
+            res += " (%sx a present page)" % fmt(g("vs_present"))
         if g("vs_fork_shared") is not None:
             res += " (%sx a fork-shared page)" % fmt(g("vs_fork_shared"))
         return what, res
     if b == "metadata":
-        return "%d x %s" % (g("instances"), mib(g("memory_bytes") // 2)), \
-            "%s B/advised page (SUnreclaim +%s KiB), index +%s, saved %s%%" % (
+        return "%d x %s, %d sharer(s)" % (
+            g("instances"), mib(g("memory_bytes") // g("instances")),
+            g("sharers", g("instances"))), \
+            "%s B/advised page (SUnreclaim +%s KiB), index +%s/+%s, saved %s%%" % (
                 fmt(g("bytes_per_advised_page")),
                 g("sunreclaim_delta_bytes", 0) // 1024,
-                g("index_entries_delta"), fmt(g("saving_percent")))
+                g("index_entries_delta"), g("index_candidates_delta", "-"),
+                fmt(g("saving_percent")))
     return "", json.dumps(r)
 
 

@@ -399,10 +399,11 @@ int upm_read_global(struct upm_global *g)
 #define U(f) { #f, offsetof(struct upm_global, f) }
 		U(calls), U(pages_advised), U(pages_merged),
 		U(pages_stable_new), U(pages_zero), U(pages_copied),
+		U(pages_candidate), U(candidates_dropped),
 		U(skipped_absent), U(skipped_ksm), U(skipped_pinned),
 		U(skipped_thp), U(skipped_busy), U(skipped_nomem),
 		U(skipped_disabled), U(hash_collisions), U(time_ns),
-		U(index_entries), U(index_buckets),
+		U(index_entries), U(index_candidates), U(index_buckets),
 #undef U
 	}, k[] = {
 #define K(f) { #f, offsetof(struct upm_global, ksm_##f) }

@@ -100,6 +100,8 @@ struct upm_global {
 	long pages_stable_new;
 	long pages_zero;
 	long pages_copied;
+	long pages_candidate;
+	long candidates_dropped;
 	long skipped_absent;
 	long skipped_ksm;
 	long skipped_pinned;
@@ -110,6 +112,7 @@ struct upm_global {
 	long hash_collisions;
 	long time_ns;
 	long index_entries;
+	long index_candidates;
 	long index_buckets;
 	/* /sys/kernel/mm/ksm/ */
 	long ksm_run;

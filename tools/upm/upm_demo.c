@@ -126,8 +126,8 @@ int main(int argc, char **argv)
 
 	printf("two processes x %zu MiB of the same random data (%zu pages each)\n",
 	       mib, pages);
-	printf("  first  madvise: %8.3f s (pages entered as stable pages)\n", t1);
-	printf("  second madvise: %8.3f s\n", t2);
+	printf("  first  madvise: %8.3f s (pages entered as candidates)\n", t1);
+	printf("  second madvise: %8.3f s (both copies merged)\n", t2);
 	printf("  pages_sharing up by %ld, upm pages_merged up by %ld (expected %zu)\n",
 	       sharing1 - sharing0, merged1 - merged0, pages);
 	printf("  AnonPages down by %ld MiB when the second call returned\n",

@@ -83,6 +83,15 @@ static double now(void)
 	return t.tv_sec + t.tv_nsec / 1e9;
 }
 
+/* CPU time of the calling thread, user and system (the madvise itself) */
+static double thread_cpu(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+	return t.tv_sec + t.tv_nsec / 1e9;
+}
+
 static long env_long(const char *name, long def)
 {
 	const char *v = getenv(name);
@@ -142,6 +151,39 @@ static long slab_bytes(const char *cache)
 	if (f)
 		fclose(f);
 	return v;
+}
+
+/* CPU seconds ksmd has used since boot (utime + stime), -1 if not found */
+static double ksmd_cpu(void)
+{
+	static char stat_path[64];
+	unsigned long ut, st;
+	char comm[32];
+	FILE *f;
+
+	for (int pid = 2; !stat_path[0] && pid < 4096; pid++) {
+		char path[64];
+
+		snprintf(path, sizeof(path), "/proc/%d/comm", pid);
+		f = fopen(path, "r");
+		if (!f)
+			continue;
+		if (fgets(comm, sizeof(comm), f) && !strcmp(comm, "ksmd\n"))
+			snprintf(stat_path, sizeof(stat_path),
+				 "/proc/%d/stat", pid);
+		fclose(f);
+	}
+	f = stat_path[0] ? fopen(stat_path, "r") : NULL;
+	if (!f)
+		return -1;
+	/* pid (comm) state, then 10 fields before utime and stime */
+	if (fscanf(f, "%*d (%*[^)]) %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+		   &ut, &st) != 2) {
+		fclose(f);
+		return -1;
+	}
+	fclose(f);
+	return (double)(ut + st) / sysconf(_SC_CLK_TCK);
 }
 
 /* Saved mappings as KSM counts them: sharing pages plus zero pages */
@@ -304,6 +346,7 @@ struct worker {
 
 struct reply {
 	double start, end;
+	double cpu;	/* CPU seconds of the worker in the command */
 	int err;
 };
 
@@ -353,6 +396,8 @@ static void worker_main(const struct fill *f, int cmd, int rep)
 	if (write(rep, &r, sizeof(r)) != sizeof(r))	/* ready */
 		_exit(1);
 	while (read(cmd, &c, 1) == 1) {
+		double cpu0 = thread_cpu();
+
 		memset(&r, 0, sizeof(r));
 		r.start = now();
 		switch (c) {
@@ -402,6 +447,7 @@ static void worker_main(const struct fill *f, int cmd, int rep)
 			_exit(0);
 		}
 		r.end = now();
+		r.cpu = thread_cpu() - cpu0;
 		if (write(rep, &r, sizeof(r)) != sizeof(r))
 			_exit(1);
 	}
@@ -451,6 +497,9 @@ static struct reply wait_reply(struct worker *w, char c)
 	return r;
 }
 
+/* CPU seconds the workers spent in the last run1() or run_all() */
+static double run_cpu;
+
 /* Run command @c in one worker; return the seconds it took. */
 static double run1(struct worker *w, char c)
 {
@@ -458,6 +507,7 @@ static double run1(struct worker *w, char c)
 
 	send(w, c);
 	r = wait_reply(w, c);
+	run_cpu = r.cpu;
 	return r.end - r.start;
 }
 
@@ -469,11 +519,13 @@ static double run_all(struct worker *w, int n, char c)
 {
 	double first = 1e30, last = 0;
 
+	run_cpu = 0;
 	for (int i = 0; i < n; i++)
 		send(&w[i], c);
 	for (int i = 0; i < n; i++) {
 		struct reply r = wait_reply(&w[i], c);
 
+		run_cpu += r.cpu;
 		if (r.start < first)
 			first = r.start;
 		if (r.end > last)
@@ -620,8 +672,9 @@ static void bench_time_to_savings(void)
 	struct worker *w = calloc(n, sizeof(*w));
 	uint64_t *h = mmap(NULL, n * np * 8, PROT_READ | PROT_WRITE,
 			   MAP_SHARED | MAP_ANONYMOUS, -1, 0);
-	double t_upm = 0, t_ksm[2];
-	long sv[2], nsv, upm_saved = 0;
+	double t_upm = 0, t_ksm[2], t_seq = 0, t_read = 0, cpu_seq = 0;
+	double upm_cpu_gib = 0, ksm_cpu_gib = 0;
+	long sv[2], nsv, upm_saved = 0, seq_saved;
 	size_t ideal;
 
 	if (!w || h == MAP_FAILED)
@@ -631,7 +684,7 @@ static void bench_time_to_savings(void)
 	nsv = safe_values(sv);
 	for (int s = 0; s < nsv; s++) {
 		long m0, b0, saved, merged;
-		double t;
+		double t, cpu;
 
 		reset();
 		safe_set(sv[s]);
@@ -644,14 +697,19 @@ static void bench_time_to_savings(void)
 		b0 = ksm_saved();
 		m0 = rd(UPM "pages_merged");
 		t = run_all(w, n, 'u');
+		cpu = run_cpu;
 		saved = ksm_saved() - b0;
 		merged = rd(UPM "pages_merged") - m0;
 		quit(w, n);
 		ideal = n * np - distinct(h, n * np);
 		rec_begin("time_to_savings", "upm");
+		rec_str("order", "all_at_once");
 		rec_int("instances", n);
 		rec_int("memory_bytes", (long)(n * size));
 		rec_num("seconds", t);
+		rec_num("cpu_seconds", cpu);
+		rec_num("cpu_seconds_per_gib_saved", saved ?
+			cpu / ((double)saved * pg / (1 << 30)) : NAN);
 		rec_int("pages_saved", saved);
 		rec_int("pages_merged", merged);
 		rec_int("ideal_pages_saved", ideal);
@@ -665,14 +723,52 @@ static void bench_time_to_savings(void)
 		if (s == 0) {
 			t_upm = t;
 			upm_saved = saved;
+			upm_cpu_gib = saved ?
+				cpu / ((double)saved * pg / (1 << 30)) : 0;
 			target("time_to_savings", "savings_at_return_vs_ideal",
 			       "%", ideal ? 100.0 * saved / ideal : 0, 1, 99, 0);
 		}
 	}
 	safe_set(safe_default);
 
+	/*
+	 * Instances that start one after another: each reads its memory once
+	 * (as a cold start does), then advises it. The sum of the madvise
+	 * times is the time UPM adds to the cold starts.
+	 */
+	reset();
+	for (int i = 0; i < n; i++) {
+		struct fill f = copy_of_template(size);
+
+		w[i] = spawn(&f);
+	}
+	seq_saved = ksm_saved();
+	for (int i = 0; i < n; i++) {
+		t_read += run1(&w[i], 'r');
+		t_seq += run1(&w[i], 'u');
+		cpu_seq += run_cpu;
+	}
+	seq_saved = ksm_saved() - seq_saved;
+	quit(w, n);
+	rec_begin("time_to_savings", "upm");
+	rec_str("order", "one_after_another");
+	rec_int("instances", n);
+	rec_int("memory_bytes", (long)(n * size));
+	rec_num("seconds", t_seq);
+	rec_num("read_pass_seconds", t_read);
+	rec_num("vs_read_pass", t_seq / t_read);
+	rec_num("cpu_seconds", cpu_seq);
+	rec_num("cpu_seconds_per_gib_saved", seq_saved ?
+		cpu_seq / ((double)seq_saved * pg / (1 << 30)) : NAN);
+	rec_int("pages_saved", seq_saved);
+	rec_num("percent_of_ideal", ideal ? 100.0 * seq_saved / ideal : 0);
+	rec_safe(safe_default);
+	rec_end();
+	note("UPM one after another: %.3f s of madvise in all (%.2fx the read passes), %ld pages saved",
+	     t_seq, t_seq / t_read, seq_saved);
+
 	for (int full = 0; full < 2; full++) {
-		double cap = full ? cap_full : cap_def, t0, t;
+		double cap = full ? cap_full : cap_def, t0, t, c0, cpu;
 		long b0, fs0, goal = (long)(0.99 * upm_saved);
 
 		reset();
@@ -683,11 +779,13 @@ static void bench_time_to_savings(void)
 			w[i] = spawn(&f);
 		}
 		fs0 = rd(KSM "full_scans");
+		c0 = ksmd_cpu();
 		wr(KSM "run", 1);
 		b0 = ksm_saved();
 		t0 = now();
 		run_all(w, n, 'k');
 		t = ksm_wait(b0, goal, t0, cap);
+		cpu = ksmd_cpu() - c0;
 		rec_begin("time_to_savings", full ? "ksm-full" : "ksm");
 		rec_int("instances", n);
 		rec_int("memory_bytes", (long)(n * size));
@@ -698,6 +796,13 @@ static void bench_time_to_savings(void)
 		rec_num("cap_seconds", cap);
 		fprintf(out, ", \"capped\": %s", t < 0 ? "true" : "false");
 		rec_int("pages_saved", ksm_saved() - b0);
+		rec_num("cpu_seconds", c0 < 0 ? NAN : cpu);
+		rec_num("cpu_seconds_per_gib_saved", c0 < 0 ||
+			ksm_saved() <= b0 ? NAN : cpu /
+			((double)(ksm_saved() - b0) * pg / (1 << 30)));
+		if (full && c0 >= 0 && ksm_saved() > b0)
+			ksm_cpu_gib = cpu / ((double)(ksm_saved() - b0) * pg /
+					     (1 << 30));
 		rec_int("goal_pages", goal);
 		rec_num("saving_percent", 100.0 * (ksm_saved() - b0) / (n * np));
 		rec_int("full_scans", rd(KSM "full_scans") - fs0);
@@ -718,6 +823,15 @@ static void bench_time_to_savings(void)
 	target("time_to_savings", "speedup_vs_ksm_full", "x",
 	       (t_ksm[1] < 0 ? -t_ksm[1] : t_ksm[1]) / t_upm, 1, 8,
 	       t_ksm[1] < 0);
+	target("time_to_savings", "one_after_another_vs_ksm_defaults", "x",
+	       (t_ksm[0] < 0 ? -t_ksm[0] : t_ksm[0]) / t_seq, 1, 100,
+	       t_ksm[0] < 0);
+	target("time_to_savings", "one_after_another_vs_ksm_full", "x",
+	       (t_ksm[1] < 0 ? -t_ksm[1] : t_ksm[1]) / t_seq, 1, 8,
+	       t_ksm[1] < 0);
+	if (upm_cpu_gib > 0 && ksm_cpu_gib > 0)
+		target("time_to_savings", "cpu_per_gib_saved_ksm_full_vs_upm",
+		       "x", ksm_cpu_gib / upm_cpu_gib, 1, 8, 0);
 	munmap(h, n * np * 8);
 	free(w);
 }
@@ -784,9 +898,9 @@ static void bench_throughput(void)
 		if (s == 0) {
 			upm_both = t1 + t2;
 			target("throughput", "first_advise_vs_read_pass", "x",
-			       t1 / rd1, 0, 2, 0);
+			       t1 / rd1, 0, 1.5, 0);
 			target("throughput", "merging_advise_vs_read_pass", "x",
-			       t2 / rd2, 0, 2, 0);
+			       t2 / rd2, 0, 3, 0);
 		}
 	}
 	if (nsv == 1) {
@@ -1012,7 +1126,7 @@ static void bench_first_write(void)
 	double cap = env_long("UPM_BENCH_KSM_FULL_CAP", 600);
 	struct fill f = copy_of_template(size);
 	struct worker w[2], plain;
-	double t_plain, t_cow, t_upm, t_stable, t_ksm;
+	double t_plain, t_cow, t_upm, t_stable, t_ksm, t_cand;
 	long b0;
 
 	fprintf(stderr, "== 6. first write to each page of %zu MiB\n",
@@ -1021,6 +1135,12 @@ static void bench_first_write(void)
 	plain = spawn(&f);
 	t_plain = run1(&plain, 'w');	/* present, writable: no fault */
 	t_cow = run1(&plain, 'F');	/* shared by fork(): a COW fault */
+	quit(&plain, 1);
+
+	/* Advised, but nobody else holds the content: a candidate */
+	plain = spawn(&f);
+	run1(&plain, 'u');
+	t_cand = run1(&plain, 'w');
 	quit(&plain, 1);
 
 	w[0] = spawn(&f);
@@ -1063,6 +1183,13 @@ static void bench_first_write(void)
 	rec_end();
 	rec_begin("first_write", "upm");
 	rec_int("memory_bytes", size);
+	rec_str("page_state", "advised_unshared");
+	rec_num("ns_per_page", t_cand * 1e9 / np);
+	rec_num("vs_present", t_cand / t_plain);
+	rec_num("vs_fork_shared", t_cand / t_cow);
+	rec_end();
+	rec_begin("first_write", "upm");
+	rec_int("memory_bytes", size);
 	rec_str("page_state", "merged");
 	rec_int("pages_saved", b0);
 	rec_num("ns_per_page", t_upm * 1e9 / np);
@@ -1086,9 +1213,13 @@ static void bench_first_write(void)
 		rec_num("upm_vs_ksm", t_upm / t_ksm);
 	}
 	rec_end();
-	note("ns/page: present %.0f, fork-shared %.0f, UPM-merged %.0f, UPM stable (single user) %.0f, KSM-merged %.0f",
-	     t_plain * 1e9 / np, t_cow * 1e9 / np, t_upm * 1e9 / np,
-	     t_stable * 1e9 / np, t_ksm < 0 ? -1 : t_ksm * 1e9 / np);
+	note("ns/page: present %.0f, fork-shared %.0f, UPM advised unshared %.0f, UPM-merged %.0f, UPM stable (single user) %.0f, KSM-merged %.0f",
+	     t_plain * 1e9 / np, t_cow * 1e9 / np, t_cand * 1e9 / np,
+	     t_upm * 1e9 / np, t_stable * 1e9 / np,
+	     t_ksm < 0 ? -1 : t_ksm * 1e9 / np);
+	/* No fault: within noise of a write to a plain present page */
+	target("first_write", "advised_unshared_vs_present", "x",
+	       t_cand / t_plain, 0, 1.5, 0);
 }
 
 /* ---- 7. metadata ---- */
@@ -1097,40 +1228,69 @@ static const char *const caches[] = {
 	"ksm_rmap_item", "ksm_stable_node", "upm_entry", NULL
 };
 
+/*
+ * Kernel memory per advised page: UPM with 2 sharers of each content,
+ * with 16 sharers, with none (every page unique: candidates only), and
+ * KSM at full speed with 2 sharers.
+ */
+static const struct meta_case {
+	const char *mode;
+	int instances;
+	int divisor;		/* of UPM_BENCH_META_MIB, per instance */
+	int unique;		/* every instance holds other content */
+	double limit;		/* target bytes per advised page, or 0 */
+	const char *target;
+} meta_cases[] = {
+	{ "upm", 2, 1, 0, 64, "bytes_per_advised_page_2_sharers" },
+	{ "upm", 16, 8, 0, 40, "bytes_per_advised_page_16_sharers" },
+	{ "upm", 1, 1, 1, 32, "bytes_per_advised_page_unique" },
+	{ "ksm-full", 2, 1, 0, 0, NULL },
+};
+
 static void bench_metadata(void)
 {
-	size_t size = env_long("UPM_BENCH_META_MIB", 128) * MIB;
-	size_t np = size / pg;
+	size_t mib = env_long("UPM_BENCH_META_MIB", 128);
 	double cap = env_long("UPM_BENCH_KSM_FULL_CAP", 600);
-	struct fill f = copy_of_template(size);
 
-	fprintf(stderr, "== 7. kernel metadata: 2 processes x %zu MiB of the same data\n",
-		size / MIB);
-	for (int k = 0; k < 2; k++) {
-		long su0, sl0, ie0, c0[3], su1, sl1, ie1, saved;
-		struct worker w[2];
+	fprintf(stderr, "== 7. kernel metadata per advised page (%zu MiB per process, /8 with 16)\n",
+		mib);
+	for (size_t k = 0; k < sizeof(meta_cases) / sizeof(meta_cases[0]);
+	     k++) {
+		const struct meta_case *mc = &meta_cases[k];
+		size_t size = mib * MIB / mc->divisor, np = size / pg;
+		long su0, sl0, ie0, ic0, c0[3], su1, sl1, ie1, ic1, saved;
+		int n = mc->instances, ksm = !strcmp(mc->mode, "ksm-full");
+		struct worker w[16];
 		double per;
 
 		reset();
-		if (k)
+		if (ksm)
 			ksm_speed(1);
-		w[0] = spawn(&f);
-		w[1] = spawn(&f);
+		for (int i = 0; i < n; i++) {
+			struct fill f = copy_of_template(size);
+
+			if (mc->unique) {
+				f.dup_pct = 0;
+				f.seed = 77 + i;
+			}
+			w[i] = spawn(&f);
+		}
 		usleep(200000);
 		su0 = meminfo_kb("SUnreclaim");
 		sl0 = meminfo_kb("Slab");
 		ie0 = rd(UPM "index_entries");
+		ic0 = rd(UPM "index_candidates");
 		for (int i = 0; caches[i]; i++)
 			c0[i] = slab_bytes(caches[i]);
 		saved = ksm_saved();
-		if (!k) {
-			run1(&w[0], 'u');
-			run1(&w[1], 'u');
+		if (!ksm) {
+			for (int i = 0; i < n; i++)
+				run1(&w[i], 'u');
 		} else {
 			double t0 = now();
 
 			wr(KSM "run", 1);
-			run_all(w, 2, 'k');
+			run_all(w, n, 'k');
 			if (ksm_wait(saved, (long)(0.99 * np), t0, cap) < 0)
 				note("KSM did not merge within %.0f s", cap);
 			wr(KSM "run", 0);
@@ -1140,17 +1300,21 @@ static void bench_metadata(void)
 		su1 = meminfo_kb("SUnreclaim");
 		sl1 = meminfo_kb("Slab");
 		ie1 = rd(UPM "index_entries");
-		per = (su1 - su0) * 1024.0 / (2 * np);
-		rec_begin("metadata", k ? "ksm-full" : "upm");
-		rec_int("instances", 2);
-		rec_int("memory_bytes", 2 * size);
-		rec_int("pages_advised", 2 * np);
+		ic1 = rd(UPM "index_candidates");
+		per = (su1 - su0) * 1024.0 / (n * np);
+		rec_begin("metadata", mc->mode);
+		rec_int("instances", n);
+		rec_int("sharers", mc->unique ? 1 : n);
+		rec_int("memory_bytes", n * size);
+		rec_int("pages_advised", n * np);
 		rec_int("pages_saved", saved);
-		rec_num("saving_percent", 100.0 * saved / (2 * np));
+		rec_num("saving_percent", 100.0 * saved / (n * np));
 		rec_int("sunreclaim_delta_bytes", (su1 - su0) * 1024);
 		rec_int("slab_delta_bytes", (sl1 - sl0) * 1024);
 		rec_num("bytes_per_advised_page", per);
 		rec_int("index_entries_delta", ie1 - ie0);
+		if (ic0 >= 0)
+			rec_int("index_candidates_delta", ic1 - ic0);
 		for (int i = 0; caches[i]; i++) {
 			char key[64];
 			long c1 = slab_bytes(caches[i]);
@@ -1163,12 +1327,14 @@ static void bench_metadata(void)
 				rec_int(key, c1 - c0[i]);
 		}
 		rec_end();
-		note("%s: SUnreclaim +%ld KiB for %zu advised pages: %.1f bytes/page; index_entries +%ld",
-		     k ? "KSM" : "UPM", su1 - su0, 2 * np, per, ie1 - ie0);
-		quit(w, 2);
-		if (!k)
-			target("metadata", "kernel_bytes_per_advised_page",
-			       "bytes", per, 0, 64, 0);
+		note("%s, %d x %zu MiB%s: SUnreclaim +%ld KiB for %zu advised pages: %.1f bytes/page; index_entries +%ld",
+		     ksm ? "KSM" : "UPM", n, size / MIB,
+		     mc->unique ? " (unique)" : "", su1 - su0, n * np, per,
+		     ie1 - ie0);
+		quit(w, n);
+		if (mc->target)
+			target("metadata", mc->target, "bytes", per, 0,
+			       mc->limit, 0);
 	}
 	reset();
 }

@@ -154,6 +154,8 @@ def upmctl_status_matches_sysfs():
 @test
 def upmctl_show_and_ps():
     t, _ = start_twin(99)
+    # The second twin's advice makes the first's pages KSM pages
+    t2, _ = start_twin(99)
     try:
         st = upm.read_process(t.pid)
         r = upmctl("show", str(t.pid))
@@ -170,8 +172,9 @@ def upmctl_show_and_ps():
         assert int(rows[t.pid][6]) == st["upm_stable_pages"], rows[t.pid]
         assert int(rows[t.pid][5]) == st["upm_merged_pages"], rows[t.pid]
     finally:
-        t.kill()
-        t.wait()
+        for p in (t, t2):
+            p.kill()
+            p.wait()
 
 
 @test

@@ -265,6 +265,49 @@ TEST_F_TIMEOUT(mix, ksmd_merges_other_ranges_of_upm_mm, 300)
 }
 
 /*
+ * ksmd passes the pages of UPM's ranges while an adviser enters them as
+ * candidates, in small batches so that it often stops in the middle of
+ * the range. It must neither free the candidates (the old code did when
+ * they were inserted behind its cursor) nor merge them: all of them stay
+ * in the index, and a twin merges with every one.
+ */
+#define SURVIVE_PAGES	4096
+#define SURVIVE_SEED	0x73757276
+
+TEST_F_TIMEOUT(mix, candidates_survive_ksmd_scans, 300)
+{
+	char *mine = map_anon(SURVIVE_PAGES);
+	char *twin = map_anon(SURVIVE_PAGES);
+	long cands, merged;
+
+	ASSERT_NE(NULL, mine);
+	ASSERT_NE(NULL, twin);
+	write_str(KSM "smart_scan", "0");
+	write_str(KSM "sleep_millisecs", "0");
+	write_str(KSM "pages_to_scan", "32");
+	write_str(KSM "run", "1");
+	fill(mine, SURVIVE_PAGES, SURVIVE_SEED);
+	cands = upm_counter("index_candidates");
+	for (int i = 0; i < SURVIVE_PAGES; i += 256)
+		ASSERT_EQ(0, madvise(mine + i * psize, 256 * psize,
+				     MADV_UPM_MERGEABLE));
+	ASSERT_TRUE(wait_full_scans(3, 120));
+	EXPECT_EQ(SURVIVE_PAGES, upm_counter("index_candidates") - cands);
+	for (int i = 0; i < SURVIVE_PAGES; i++)
+		EXPECT_FALSE(is_ksm(mine + i * psize));
+
+	fill(twin, SURVIVE_PAGES, SURVIVE_SEED);
+	merged = upm_counter("pages_merged");
+	ASSERT_EQ(0, madvise(twin, SURVIVE_PAGES * psize,
+			     MADV_UPM_MERGEABLE));
+	EXPECT_EQ(SURVIVE_PAGES, upm_counter("pages_merged") - merged);
+	EXPECT_TRUE(same_as(mine, SURVIVE_PAGES, SURVIVE_SEED));
+	EXPECT_TRUE(same_as(twin, SURVIVE_PAGES, SURVIVE_SEED));
+	munmap(mine, SURVIVE_PAGES * psize);
+	munmap(twin, SURVIVE_PAGES * psize);
+}
+
+/*
  * A forked child's copy of UPM-merged pages must stay movable once the
  * parent is gone: rmap finds the child's mapping through the parent's
  * rmap_item until the child has its own. Moves the child's pages to the
@@ -331,9 +374,17 @@ TEST_F_TIMEOUT(fork_move, child_pages_move, 300)
 	parent = fork();
 	ASSERT_GE(parent, 0);
 	if (!parent) {
-		fill(buf, MOVE_PAGES, MOVE_SEED);
-		if (madvise(buf, MOVE_PAGES * psize, MADV_UPM_MERGEABLE))
+		char *twin = map_anon(MOVE_PAGES);
+
+		/* A twin range makes buf's pages KSM pages, then goes */
+		if (!twin)
 			_exit(2);
+		fill(twin, MOVE_PAGES, MOVE_SEED);
+		fill(buf, MOVE_PAGES, MOVE_SEED);
+		if (madvise(twin, MOVE_PAGES * psize, MADV_UPM_MERGEABLE) ||
+		    madvise(buf, MOVE_PAGES * psize, MADV_UPM_MERGEABLE))
+			_exit(2);
+		munmap(twin, MOVE_PAGES * psize);
 		for (i = 0; i < MOVE_PAGES; i++)
 			if (!is_ksm(buf + i * psize))
 				_exit(5);
@@ -357,6 +408,9 @@ TEST_F_TIMEOUT(fork_move, child_pages_move, 300)
 		read_byte(to_parent[0]);
 		_exit(0);
 	}
+	/* Only the parent and the child write: EOF if they fail */
+	close(to_test[1]);
+	to_test[1] = -1;
 	ASSERT_EQ(sizeof(child), read(to_test[0], &child, sizeof(child)));
 	if (variant->parent_exits) {
 		ASSERT_EQ(parent, waitpid(parent, &status, 0));
@@ -399,7 +453,6 @@ TEST_F_TIMEOUT(fork_move, child_pages_move, 300)
 
 	/* The child (not ours to wait for) checks its content after the move */
 	write_byte(to_child[1]);
-	close(to_test[1]);
 	EXPECT_TRUE(read_byte(to_test[0]));
 	if (!variant->parent_exits) {
 		write_byte(to_parent[1]);

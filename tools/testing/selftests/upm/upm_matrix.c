@@ -726,7 +726,7 @@ static void *compact_loop(void *arg)
 }
 
 static const char * const outcomes[] = {
-	"pages_merged", "pages_stable_new", "pages_zero", "skipped_absent",
+	"pages_merged", "pages_candidate", "pages_zero", "skipped_absent",
 	"skipped_ksm", "skipped_pinned", "skipped_thp", "skipped_busy",
 	"skipped_nomem", "skipped_disabled",
 };
@@ -1062,6 +1062,8 @@ TEST_F_TIMEOUT(mx, memcg_sharers, 300)
 	ASSERT_NE(NULL, cg_make("upm-mx-c", pc, sizeof(pc)));
 	ASSERT_EQ(0, peer_start(&self->peer[0], 116, true, pa));
 	ASSERT_EQ(0, peer_start(&self->peer[1], 116, true, pb));
+	/* Peer 0's candidates were replaced by the shared copies since */
+	ASSERT_EQ(0, peer_pfns(&self->peer[0]));
 	for (int i = 0; i < NP; i++)
 		EXPECT_EQ(self->peer[0].pfn[i], self->peer[1].pfn[i]);
 	/* memcg statistics are flushed every 2 seconds */
@@ -1149,7 +1151,7 @@ TEST_F_TIMEOUT(mx, more_than_max_page_sharing, 300)
 	long max = ksm_counter("max_page_sharing");
 	long chains0 = ksm_counter("stable_node_chains"), chains;
 	char policy[32] = "";
-	int n, go[2], rep[2], distinct = 0, bad = 0, status;
+	int n, go[2], ask[2], rep[2], distinct = 0, bad = 0, status;
 	uint64_t *pfn;
 	pid_t *pids;
 
@@ -1160,7 +1162,13 @@ TEST_F_TIMEOUT(mx, more_than_max_page_sharing, 300)
 	pids = calloc(n, sizeof(*pids));
 	ASSERT_TRUE(pfn && pids);
 	ASSERT_EQ(0, pipe(go));
+	ASSERT_EQ(0, pipe(ask));
 	ASSERT_EQ(0, pipe(rep));
+	/*
+	 * Each child advises its page, says so, and reports its PFN when
+	 * asked: only once all have advised, since the first sharer's
+	 * candidate becomes a KSM page (a fresh frame) when the second comes.
+	 */
 	for (int i = 0; i < n; i++) {
 		pids[i] = fork();
 		ASSERT_LE(0, pids[i]);
@@ -1170,10 +1178,14 @@ TEST_F_TIMEOUT(mx, more_than_max_page_sharing, 300)
 			char c;
 
 			close(go[1]);
+			close(ask[1]);
 			fill(p, 1, 117);
 			v[0] = i;
-			v[1] = madvise(p, psize, MADV_UPM_MERGEABLE) ? 0 :
-			       (is_ksm(p) ? pfn_of(p) : 0);
+			v[1] = !madvise(p, psize, MADV_UPM_MERGEABLE);
+			if (write(rep[1], v, sizeof(v)) != sizeof(v) ||
+			    read(ask[0], &c, 1) != 1)
+				_exit(3);
+			v[1] = v[1] && is_ksm(p) ? pfn_of(p) : 0;
 			if (write(rep[1], v, sizeof(v)) != sizeof(v))
 				_exit(3);
 			while (read(go[0], &c, 1) > 0)
@@ -1182,13 +1194,23 @@ TEST_F_TIMEOUT(mx, more_than_max_page_sharing, 300)
 		}
 	}
 	close(go[0]);
+	close(ask[0]);
 	close(rep[1]);
+	for (int i = 0; i < n; i++) {
+		uint64_t v[2];
+
+		ASSERT_EQ(sizeof(v), read(rep[0], v, sizeof(v)));
+		EXPECT_EQ(1, v[1]) TH_LOG("sharer %d: madvise failed", i);
+	}
+	for (int i = 0; i < n; i++)
+		ASSERT_EQ(1, write(ask[1], "p", 1));
 	for (int i = 0; i < n; i++) {
 		uint64_t v[2];
 
 		ASSERT_EQ(sizeof(v), read(rep[0], v, sizeof(v)));
 		pfn[v[0]] = v[1];
 	}
+	close(ask[1]);
 	chains = ksm_counter("stable_node_chains");
 	for (int i = 0; i < n; i++) {
 		int users = 0, first = 1;

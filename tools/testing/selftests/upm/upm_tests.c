@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,8 +26,10 @@
 
 /*
  * A second process holding the same content: it maps, fills and advises
- * its own copy, reports its PFNs, then waits for a command: 'c' to check
- * its content is still the original (answers 'y' or 'n'), 'x' to exit.
+ * its own copy, reports its PFNs, then waits for a command: 'p' to report
+ * its PFNs again (a merge may move its pages to a fresh frame), 'c' to
+ * check its content is still the original (answers 'y' or 'n'), 'x' to
+ * exit.
  */
 struct twin {
 	pid_t pid;
@@ -61,6 +64,14 @@ static int twin_start(struct twin *t, uint64_t seed, bool advise)
 		while (read(to[0], &c, 1) == 1) {
 			if (c == 'x')
 				break;
+			if (c == 'p') {
+				for (int i = 0; i < NPAGES; i++)
+					t->pfn[i] = pfn_of(p + i * psize);
+				if (write(from[1], t->pfn, sizeof(t->pfn)) !=
+				    sizeof(t->pfn))
+					_exit(4);
+				continue;
+			}
 			c = same_as(p, NPAGES, seed) ? 'y' : 'n';
 			if (write(from[1], &c, 1) != 1)
 				_exit(4);
@@ -74,6 +85,15 @@ static int twin_start(struct twin *t, uint64_t seed, bool advise)
 	if (read(t->reply, t->pfn, sizeof(t->pfn)) != sizeof(t->pfn))
 		return -1;
 	return 0;
+}
+
+/* Ask the twin for its PFNs as they are now; false if it did not answer */
+static bool twin_refresh_pfns(struct twin *t)
+{
+	char c = 'p';
+
+	return write(t->cmd, &c, 1) == 1 &&
+	       read(t->reply, t->pfn, sizeof(t->pfn)) == sizeof(t->pfn);
 }
 
 static bool twin_content_ok(struct twin *t)
@@ -134,10 +154,16 @@ FIXTURE_TEARDOWN(upm)
 	(self)->twin_running = true;					\
 } while (0)
 
-/* Pages of mem that map the very frame the twin maps, as a KSM page. */
+/*
+ * Pages of mem that map the very frame the twin maps now, as a KSM page;
+ * -1 if the twin does not answer.
+ */
 static int shared_with(char *mem, struct twin *t)
 {
 	int n = 0;
+
+	if (!twin_refresh_pfns(t))
+		return -1;
 
 	for (int i = 0; i < NPAGES; i++) {
 		uint64_t pfn = pfn_of(mem + i * psize);
@@ -150,15 +176,19 @@ static int shared_with(char *mem, struct twin *t)
 
 #define count_shared_with_twin(self) shared_with((self)->mem, &(self)->twin)
 
-/* The second process's madvise merges every page with the first's. */
+/*
+ * The second process's madvise merges every page with the first's: the
+ * first's candidates become KSM pages, and the second's merge into them.
+ */
 TEST_F(upm, two_processes_merge)
 {
-	long merged, stable, sharing, shared, mine;
+	long merged, stable, sharing, shared, mine, candidates;
 
 	start_twin(self, 1);
 	mine = read_ksm_stat("upm_merged_pages");
 	merged = upm_counter("pages_merged");
 	stable = upm_counter("pages_stable_new");
+	candidates = upm_counter("index_candidates");
 	sharing = ksm_counter("pages_sharing");
 	shared = ksm_counter("pages_shared");
 
@@ -167,30 +197,51 @@ TEST_F(upm, two_processes_merge)
 
 	EXPECT_EQ(NPAGES, count_shared_with_twin(self));
 	EXPECT_EQ(NPAGES, upm_counter("pages_merged") - merged);
-	EXPECT_EQ(0, upm_counter("pages_stable_new") - stable);
+	EXPECT_EQ(NPAGES, upm_counter("pages_stable_new") - stable);
+	EXPECT_EQ(-NPAGES, upm_counter("index_candidates") - candidates);
 	EXPECT_EQ(NPAGES, ksm_counter("pages_sharing") - sharing);
-	EXPECT_EQ(0, ksm_counter("pages_shared") - shared);
+	EXPECT_EQ(NPAGES, ksm_counter("pages_shared") - shared);
 	EXPECT_EQ(NPAGES, read_ksm_stat("upm_merged_pages") - mine);
 	EXPECT_TRUE(same_as(self->mem, NPAGES, 1));
 	EXPECT_TRUE(twin_content_ok(&self->twin));
 }
 
-/* The first adviser's pages become stable pages at once. */
-TEST_F(upm, first_adviser_enters_index)
+/*
+ * The first adviser's pages become candidates: they stay ordinary
+ * writable pages in their own frames, and writing them takes no fault.
+ */
+TEST_F(upm, first_adviser_pages_stay_writable)
 {
 	long stable = upm_counter("pages_stable_new");
+	long cands = upm_counter("pages_candidate");
+	long in_index = upm_counter("index_candidates");
 	long shared = ksm_counter("pages_shared");
 	long mine = read_ksm_stat("upm_stable_pages");
+	uint64_t pfn[NPAGES];
+	struct rusage before, after;
 
 	fill(self->mem, NPAGES, 2);
-	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
-	EXPECT_EQ(NPAGES, read_ksm_stat("upm_stable_pages") - mine);
-	EXPECT_EQ(0, read_ksm_stat("upm_merged_pages"));
-	EXPECT_EQ(NPAGES, upm_counter("pages_stable_new") - stable);
-	EXPECT_EQ(NPAGES, ksm_counter("pages_shared") - shared);
 	for (int i = 0; i < NPAGES; i++)
-		EXPECT_TRUE(is_ksm(self->mem + i * psize));
+		pfn[i] = pfn_of(self->mem + i * psize);
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(NPAGES, upm_counter("pages_candidate") - cands);
+	EXPECT_EQ(NPAGES, upm_counter("index_candidates") - in_index);
+	EXPECT_EQ(0, upm_counter("pages_stable_new") - stable);
+	EXPECT_EQ(0, ksm_counter("pages_shared") - shared);
+	EXPECT_EQ(0, read_ksm_stat("upm_stable_pages") - mine);
+	for (int i = 0; i < NPAGES; i++) {
+		EXPECT_FALSE(is_ksm(self->mem + i * psize));
+		EXPECT_EQ(pfn[i], pfn_of(self->mem + i * psize));
+	}
 	EXPECT_TRUE(same_as(self->mem, NPAGES, 2));
+
+	ASSERT_EQ(0, getrusage(RUSAGE_SELF, &before));
+	for (int i = 0; i < NPAGES; i++)
+		self->mem[i * psize] ^= 1;
+	ASSERT_EQ(0, getrusage(RUSAGE_SELF, &after));
+	EXPECT_EQ(before.ru_minflt, after.ru_minflt);
+	for (int i = 0; i < NPAGES; i++)
+		EXPECT_EQ(pfn[i], pfn_of(self->mem + i * psize));
 }
 
 /* Different content is never merged. */
@@ -206,6 +257,65 @@ TEST_F(upm, distinct_content_not_merged)
 	EXPECT_EQ(0, count_shared_with_twin(self));
 	EXPECT_TRUE(same_as(self->mem, NPAGES, 4));
 	EXPECT_TRUE(twin_content_ok(&self->twin));
+}
+
+/* A candidate written to after its advice is not merged, and is dropped. */
+TEST_F(upm, changed_candidate_not_merged)
+{
+	long merged, dropped;
+
+	fill(self->mem, NPAGES, 30);
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	fill(self->mem, NPAGES, 31);
+	merged = upm_counter("pages_merged");
+	dropped = upm_counter("candidates_dropped");
+	start_twin(self, 30);
+	EXPECT_EQ(0, upm_counter("pages_merged") - merged);
+	EXPECT_EQ(NPAGES, upm_counter("candidates_dropped") - dropped);
+	EXPECT_EQ(0, count_shared_with_twin(self));
+	for (int i = 0; i < NPAGES; i++)
+		EXPECT_FALSE(is_ksm(self->mem + i * psize));
+	EXPECT_TRUE(same_as(self->mem, NPAGES, 31));
+	EXPECT_TRUE(twin_content_ok(&self->twin));
+}
+
+/* An unmapped candidate is dropped when a twin looks it up, not merged. */
+TEST_F(upm, unmapped_candidate_dropped)
+{
+	long merged, dropped, in_index;
+
+	fill(self->mem, NPAGES, 32);
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, munmap(self->mem, NPAGES * psize));
+	self->mem = NULL;
+	merged = upm_counter("pages_merged");
+	dropped = upm_counter("candidates_dropped");
+	in_index = upm_counter("index_candidates");
+	start_twin(self, 32);
+	EXPECT_EQ(0, upm_counter("pages_merged") - merged);
+	EXPECT_EQ(NPAGES, upm_counter("candidates_dropped") - dropped);
+	/* Ours left the index, the twin's entered it */
+	EXPECT_EQ(0, upm_counter("index_candidates") - in_index);
+	EXPECT_TRUE(twin_content_ok(&self->twin));
+}
+
+/* A candidate leaves the index when its owner exits. */
+TEST_F(upm, exited_owner_candidates_leave_index)
+{
+	long in_index = upm_counter("index_candidates");
+	int i;
+
+	start_twin(self, 33);
+	EXPECT_EQ(NPAGES, upm_counter("index_candidates") - in_index);
+	EXPECT_EQ(0, twin_stop(&self->twin));
+	self->twin_running = false;
+	/* Freed at exit, or by the prune work half a second later */
+	for (i = 0; i < 30; i++) {
+		if (upm_counter("index_candidates") == in_index)
+			break;
+		usleep(100 * 1000);
+	}
+	EXPECT_EQ(in_index, upm_counter("index_candidates"));
 }
 
 /* A write after the merge gives the writer a private copy. */
@@ -269,33 +379,61 @@ TEST_F(upm, two_ranges_one_process)
 	munmap(b, NPAGES * psize);
 }
 
+/*
+ * Duplicates within one range merge in one call: the first copy becomes a
+ * candidate, the second finds it in the same batch.
+ */
+TEST_F(upm, duplicates_within_one_range)
+{
+	long merged = upm_counter("pages_merged");
+
+	fill(self->mem, NPAGES / 2, 34);
+	memcpy(self->mem + NPAGES / 2 * psize, self->mem, NPAGES / 2 * psize);
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(NPAGES / 2, upm_counter("pages_merged") - merged);
+	for (int i = 0; i < NPAGES / 2; i++) {
+		char *a = self->mem + i * psize;
+		char *b = a + NPAGES / 2 * psize;
+
+		EXPECT_TRUE(is_ksm(a));
+		EXPECT_EQ(pfn_of(a), pfn_of(b));
+	}
+	EXPECT_TRUE(same_as(self->mem, NPAGES / 2, 34));
+	EXPECT_EQ(0, memcmp(self->mem, self->mem + NPAGES / 2 * psize,
+			    NPAGES / 2 * psize));
+}
+
 /* Only the advised part of a mapping is merged; the rest is untouched. */
 TEST_F(upm, partial_range)
 {
-	long advised = upm_counter("pages_advised");
-	long stable = upm_counter("pages_stable_new");
+	long advised, merged;
 
+	start_twin(self, 7);
+	advised = upm_counter("pages_advised");
+	merged = upm_counter("pages_merged");
 	fill(self->mem, NPAGES, 7);
 	/* An unaligned length is rounded up to whole pages, as madvise does */
 	ASSERT_EQ(0, madvise(self->mem + 8 * psize, 15 * psize + 1,
 			     MADV_UPM_MERGEABLE));
 	EXPECT_EQ(16, upm_counter("pages_advised") - advised);
-	EXPECT_EQ(16, upm_counter("pages_stable_new") - stable);
+	EXPECT_EQ(16, upm_counter("pages_merged") - merged);
+	EXPECT_EQ(16, count_shared_with_twin(self));
 	for (int i = 0; i < NPAGES; i++)
 		EXPECT_EQ(i >= 8 && i < 24, is_ksm(self->mem + i * psize));
 	EXPECT_TRUE(same_as(self->mem, NPAGES, 7));
+	EXPECT_TRUE(twin_content_ok(&self->twin));
 }
 
 /* Never-touched pages are skipped; MADV_POPULATE_READ does not add them. */
 TEST_F(upm, absent_pages_skipped)
 {
 	long absent = upm_counter("skipped_absent");
-	long stable = upm_counter("pages_stable_new");
+	long cands = upm_counter("pages_candidate");
 
 	fill(self->mem, NPAGES / 2, 8);
 	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
 	EXPECT_EQ(NPAGES / 2, upm_counter("skipped_absent") - absent);
-	EXPECT_EQ(NPAGES / 2, upm_counter("pages_stable_new") - stable);
+	EXPECT_EQ(NPAGES / 2, upm_counter("pages_candidate") - cands);
 }
 
 /* Bad input: a clear errno, and nothing in the range changes. */
