@@ -8,7 +8,7 @@ export FLAVOUR KSRC MEM CPUS TIMEOUT ACCEL NUMA APPEND CMD STRESS_SECONDS \
 BUILD := $(CURDIR)/build
 S := $(CURDIR)/scripts
 
-.PHONY: help deps tree kernel selftests headers vm shell run demo test check \
+.PHONY: help deps tree kernel selftests headers vm shell run demo test check bisect \
 	stress patch refresh bench clean distclean
 
 help:
@@ -26,7 +26,8 @@ help:
 	@echo "  vm         run CMD='...' in the guest (MEM=4G CPUS=2 TIMEOUT=1800)"
 	@echo '  shell      interactive guest shell'
 	@echo '  patch      write a format-patch series and one combined patch'
-	@echo '  check      checkpatch, kernel-doc, W=1 and sparse on our code'
+	@echo '  check      checkpatch, kernel-doc, W=1 and sparse, every step builds'
+	@echo '  bisect     build each step of the series (part of check)'
 	@echo '  refresh    regenerate patches/ from edits in build/linux'
 	@echo '  clean      remove kernel objects, keep the unpacked source'
 	@echo '  distclean  remove build/ entirely'
@@ -78,6 +79,9 @@ check: tree
 
 patch: tree
 	@$(S)/make-patch.sh
+
+bisect: patch
+	@$(S)/check-series.sh
 
 refresh:
 	@$(S)/refresh.sh

@@ -1,7 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 # make check: checkpatch on every generated patch, kernel-doc on our files,
-# and a W=1 and sparse (C=2) build of our objects with no warnings.
+# a W=1 and sparse (C=2) build of our objects with no warnings, and a
+# build of every step of the series (check-series.sh).
 set -uo pipefail
 . "$(dirname "$0")/common.sh"
 bad=0
@@ -9,7 +10,6 @@ bad=0
 
 step "checkpatch.pl on build/patch-out/*.patch"
 for p in "$BUILD"/patch-out/0*.patch; do
-	case $p in *0000-cover-letter.patch) continue ;; esac
 	r=$(cd "$TREE" && perl scripts/checkpatch.pl -q --max-line-length=80 --terse \
 		--ignore FILE_PATH_CHANGES "$p" 2>&1)
 	if printf '%s\n' "$r" | grep -qE 'ERROR:|WARNING:|CHECK:' ||
@@ -38,5 +38,10 @@ if [ -f "$obj/.config" ]; then
 	if [ -n "$r" ]; then printf '%s\n' "$r"; bad=1; else info "no warnings"; fi
 else
 	info "skipping the W=1 build: no debug kernel configured yet (make kernel)"
+fi
+if [ -f "$(objdir debug)/.config" ]; then
+	"$TOP"/scripts/check-series.sh || bad=1
+else
+	info "skipping the build of each step: no debug kernel configured yet"
 fi
 [ $bad = 0 ] || { echo "upm: make check found problems (above)" >&2; exit 1; }

@@ -1,113 +1,119 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
-# make patch: a format-patch style series (cover letter, then one patch per
-# logical step) and one combined patch, both checked with git apply
-# --check against the pristine tree. Output: build/patch-out/.
+# make patch: the series of patches/series as git format-patch writes it
+# (a cover letter, one patch per line of patches/series, in that order,
+# with a diffstat and base-commit), and one combined patch. Both are
+# made in a throwaway git tree that starts from the pristine files, and
+# checked with git am / git apply there. Author and Signed-off-by are the
+# git identity of whoever runs it. Output: build/patch-out/.
 set -euo pipefail
 . "$(dirname "$0")/common.sh"
 out=$BUILD/patch-out
-rm -rf "$out"; mkdir -p "$out"
-from="UPM developers <upm-devel@lists.example.org>"
+git=$BUILD/series-git
 src=$(cat "$PRISTINE/.upm-source")
 
-hunk_files() { "$TOP"/scripts/patch-files.sh "$1"; }
-overlay() { "$TOP"/scripts/overlay-files.sh | grep -E "$1" || true; }
-header() { awk '/^---$/ {exit} {print}' "$TOP/patches/$1"; }
+name=$(cd "$TOP" && git config user.name || true)
+email=$(cd "$TOP" && git config user.email || true)
+[ -n "$name" ] && [ -n "$email" ] ||
+	die "no git identity for the patches' author and Signed-off-by: set git config user.name and user.email"
+export GIT_AUTHOR_NAME=$name GIT_AUTHOR_EMAIL=$email
+export GIT_COMMITTER_NAME=$name GIT_COMMITTER_EMAIL=$email
+# Reproducible commits (and so a stable base-commit) for the same input
+export GIT_AUTHOR_DATE='2026-12-01T00:00:00Z' GIT_COMMITTER_DATE='2026-12-01T00:00:00Z'
 
-steps=()
-add_step() {	# add_step NAME HEADER-TEXT FILE...
-	local name=$1 hdr=$2
-	shift 2
-	local n=$(( ${#steps[@]} + 1 ))
-	local f
-	f=$(printf '%s/%04d-%s.patch' "$out" "$n" "$name")
-	local d
-	d=$("$TOP"/scripts/gendiff.sh "$PRISTINE" "$TREE" "$@")
-	{
-		printf '%s\n' "$hdr" | sed "s/^Subject: \[PATCH\]/Subject: [PATCH $n\/NN]/"
-		echo '---'
-		printf '%s\n' "$d" | git apply --stat
-		printf '\n%s\n' "$d"
-	} > "$f"
-	steps+=("$f")
+# The series: patch file, then the new files (repository paths) it adds.
+mapfile -t lines < <(grep -v -e '^#' -e '^$' "$TOP/patches/series")
+# Where a repository path goes in the kernel tree
+kpath() { [ "$1" = Kconfig ] && echo mm/upm/Kconfig || echo "$1"; }
+new_files() {	# new_files PATH...: the files under each path
+	local p
+	for p in "$@"; do
+		(cd "$TOP" && git ls-files --cached --others --exclude-standard -- "$p")
+	done
 }
 
-mapfile -t series < <(grep -v -e '^#' -e '^$' "$TOP/patches/series")
-# An independent fix goes first.
-add_step ksm-tests-fix "$(header "${series[6]}")" $(hunk_files "${series[6]}")
-add_step uapi "$(header "${series[0]}")" $(hunk_files "${series[0]}")
-add_step ksm-internals "$(header "${series[1]}")" $(hunk_files "${series[1]}")
-add_step core "From: $from
-Subject: [PATCH] mm: add UPM, user-guided page merging at madvise time
-
-madvise(MADV_UPM_MERGEABLE) merges the identical pages of a range during
-the call, instead of waiting minutes for ksmd's scan. Each present
-anonymous page is hashed outside any lock, looked up in a hash index of
-KSM stable pages keyed by content hash and merge domain, verified with
-memcmp and merged with KSM's own functions; a page with no twin becomes a
-KSM stable page and enters the index. Merged pages are KSM pages in every
-respect. Counters are in /sys/kernel/mm/upm/, tracepoints mark the start
-and end of each call, /proc/<pid>/ksm_stat shows what UPM did for a
-process, and KUnit tests cover the index.
-
-$(header "${series[2]}" | sed -n '/^Subject/,$p' | sed '1d')" \
-	$(hunk_files "${series[2]}") $(hunk_files "${series[5]}") \
-	mm/upm/Kconfig $(overlay '^(mm|include)/')
-add_step kpageflags-fix "$(header "${series[4]}")" $(hunk_files "${series[4]}")
-docs="$(overlay '^Documentation/') $(hunk_files "${series[3]}")"
-if [ -n "${docs// /}" ]; then
-	add_step docs "From: $from
-Subject: [PATCH] Documentation: describe UPM for users and developers
-
-Add the admin guide (how to use MADV_UPM_MERGEABLE, every counter and
-errno), the design document pulled from the DOC comment of mm/upm.c,
-the sysfs ABI description and a MAINTAINERS entry.
-
-Signed-off-by: $from" $docs
-fi
-add_step selftests "From: $from
-Subject: [PATCH] selftests/upm: test merging at madvise time
-
-Two processes with identical content share frames after the second one's
-madvise (proven by PFNs, KPF_KSM and exact counter moves); distinct
-content is not merged; copy-on-write, zero pages, partial ranges, THP,
-exit, MADV_UNMERGEABLE, ksmd running and ksm/run=2 all behave; bad input
-gets a clear errno and changes nothing.
-
-Signed-off-by: $from" $(overlay '^tools/testing/selftests/upm/')
-
-total=${#steps[@]}
-for f in "${steps[@]}"; do sed -i "1,/^Subject:/ s/\/NN\]/\/$total]/" "$f"; done
-{
-	echo "From: $from"
-	echo "Subject: [PATCH 0/$total] mm: UPM, user-guided page merging"
-	echo
-	echo "Merge identical anonymous pages at madvise(MADV_UPM_MERGEABLE) time,"
-	echo "on KSM's machinery, so short-lived serverless instances share memory"
-	echo "at once instead of after minutes of ksmd scanning. Based on $src."
-	echo
-	for f in "${steps[@]}"; do sed -n 's/^Subject: //p' "$f" | head -n 1; done
-	echo
-	cat "${steps[@]}" | grep -E '^diff --git' | wc -l | sed 's/$/ files changed in all/'
-} > "$out/0000-cover-letter.patch"
-
-all=$("$TOP"/scripts/overlay-files.sh | grep -v '^Kconfig$'; echo mm/upm/Kconfig
-      for p in "${series[@]}"; do hunk_files "$p"; done)
-"$TOP"/scripts/gendiff.sh "$PRISTINE" "$TREE" $(printf '%s\n' $all | sort -u) > "$out/upm-combined.patch"
-
-# Both forms must apply to the pristine tree.
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-for f in $(printf '%s\n' $all | sort -u); do
+rm -rf "$git" "$out"; mkdir -p "$git" "$out"
+# The base: the pristine version of every existing file the series touches
+for f in $("$TOP"/scripts/patch-files.sh); do
 	[ -f "$PRISTINE/$f" ] || continue
-	mkdir -p "$tmp/s/$(dirname "$f")" "$tmp/c/$(dirname "$f")"
-	cp "$PRISTINE/$f" "$tmp/s/$f"; cp "$PRISTINE/$f" "$tmp/c/$f"
+	mkdir -p "$git/$(dirname "$f")"
+	cp "$PRISTINE/$f" "$git/$f"
 done
-mkdir -p "$tmp/s" "$tmp/c"
-(cd "$tmp/c" && git apply --check "$out/upm-combined.patch") ||
-	die "upm-combined.patch does not apply to the pristine tree"
-for f in "${steps[@]}"; do
-	(cd "$tmp/s" && git apply --check "$f" && git apply "$f") ||
-		die "$(basename "$f") does not apply to the pristine tree"
+cd "$git"
+git init -q
+git add -A
+git commit -q -m "$src (the files the series touches)"
+base=$(git rev-parse HEAD)
+
+for line in "${lines[@]}"; do
+	read -r p adds <<< "$line"
+	patch=$TOP/patches/$p
+	[ -f "$patch" ] || die "patches/series lists $p, which does not exist"
+	if grep -q '^+++ ' "$patch"; then
+		git apply --index "$patch" ||
+			die "$p does not apply after the patches before it in patches/series"
+	fi
+	# shellcheck disable=SC2086
+	for f in $(new_files $adds); do
+		k=$(kpath "$f")
+		mkdir -p "$(dirname "$k")"
+		cp "$TOP/$f" "$k"
+		git add "$k"
+	done
+	git diff --cached --quiet && die "$p adds nothing"
+	awk '/^---$/ {exit} {print}' "$patch" |
+		sed '1s/^Subject: \(\[PATCH\] \)\{0,1\}//' |
+		git commit -q -s -F -
 done
-info "series: $out/0000-cover-letter.patch .. $(basename "${steps[-1]}")"
+
+# Every new file belongs to exactly one step
+missing=$(comm -23 <("$TOP"/scripts/overlay-files.sh | while read -r f; do
+		kpath "$f"; done | sort) <(git ls-files | sort))
+[ -z "$missing" ] ||
+	die "new files in no step of patches/series: $(echo $missing)"
+
+total=$(git rev-list --count "$base"..HEAD)
+git format-patch -q --cover-letter --base="$base" -o "$out" "$base"..HEAD
+cover=$out/0000-cover-letter.patch
+blurb=$(mktemp)
+cat > "$blurb" <<EOF
+Merge identical anonymous pages at madvise(MADV_UPM_MERGEABLE) time,
+on KSM's machinery, so that short-lived serverless instances share
+memory at once instead of after minutes of ksmd scanning.
+
+The first two patches are independent fixes. Then the UAPI, KSM's
+internals shared with UPM, per-mm state, UPM itself, its documentation
+and its selftests. Each step builds on its own.
+
+Based on $src.
+The base-commit below is that of a throwaway git tree holding the
+pristine files this series touches.
+EOF
+python3 - "$cover" "$blurb" <<'EOF'
+import sys
+cover, blurb = sys.argv[1], open(sys.argv[2]).read().rstrip("\n")
+s = open(cover).read()
+s = s.replace("*** SUBJECT HERE ***", "mm: UPM, user-guided page merging")
+s = s.replace("*** BLURB HERE ***", blurb)
+open(cover, "w").write(s)
+EOF
+rm -f "$blurb"
+git diff "$base" HEAD > "$out/upm-combined.patch"
+
+# Both forms must apply to the base: git am the series, git apply the rest
+check=$(mktemp -d); trap 'rm -rf "$check"' EXIT
+mapfile -t patches < <(ls "$out"/[0-9][0-9][0-9][0-9]-*.patch | grep -v /0000-cover-letter)
+git worktree add -q --detach "$check/am" "$base"
+(cd "$check/am" && git am -q "${patches[@]}") ||
+	die "the series does not apply with git am to its base"
+[ -z "$(git -C "$check/am" diff HEAD)" ] &&
+	git -C "$check/am" diff --quiet HEAD "$(git rev-parse HEAD)" ||
+	die "git am of the series gives another tree than the series"
+git worktree add -q --detach "$check/apply" "$base"
+(cd "$check/apply" && git apply --check "$out/upm-combined.patch") ||
+	die "upm-combined.patch does not apply to the pristine files"
+git worktree remove --force "$check/am"
+git worktree remove --force "$check/apply"
+
+info "series: $(basename "$cover") and $total patches in $out (author: $name <$email>)"
 info "combined: $out/upm-combined.patch (both apply to $src)"

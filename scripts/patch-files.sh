@@ -6,7 +6,7 @@ cd "$(dirname "$0")/../patches"
 if [ $# -gt 0 ]; then
 	list=("$@")
 else
-	mapfile -t list < <(grep -v -e '^#' -e '^$' series)
+	mapfile -t list < <(grep -v -e '^#' -e '^$' series | awk '{print $1}')
 fi
 for p in "${list[@]}"; do
 	sed -n 's|^+++ b/\([^[:space:]]*\).*|\1|p' "$p"

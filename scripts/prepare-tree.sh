@@ -61,8 +61,10 @@ for f in $files; do
 	mkdir -p "$stage/$(dirname "$f")"
 	if [ -f "$PRISTINE/$f" ]; then cp -p "$PRISTINE/$f" "$stage/$f"; fi
 done
-while read -r p; do
+while read -r p _; do
 	case "$p" in ''|'#'*) continue ;; esac
+	# A step that only adds new files has no hunks
+	grep -q '^+++ ' "$TOP/patches/$p" || continue
 	if ! out=$(patch -d "$stage" -p1 -F0 -N --no-backup-if-mismatch \
 			-r - < "$TOP/patches/$p" 2>&1); then
 		printf '%s\n' "$out" | grep -E 'patching file|FAILED|can.t find|Reversed|malformed' >&2 || printf '%s\n' "$out" >&2

@@ -19,11 +19,13 @@ edited_in_tree() {
 	[ -n "$was" ] && [ "$(md5sum < "$TREE/$1" | cut -d' ' -f1)" != "$was" ]
 }
 
-while read -r p; do
+while read -r p _; do
 	case "$p" in ''|'#'*) continue ;; esac
 	f=$TOP/patches/$p
 	files=$("$TOP"/scripts/patch-files.sh "$p")
 	[ "${PATCH:-}" = "$p" ] && files="$files ${ADD:-}"
+	# A step that only adds new files has no hunks to refresh
+	[ -n "${files// /}" ] || continue
 	files=$(printf '%s\n' $files | sort -u)
 	hdr=$(awk '/^---$/ {exit} {print}' "$f")
 	diff=$("$TOP"/scripts/gendiff.sh "$PRISTINE" "$TREE" $files)

@@ -734,5 +734,6 @@ int main(int argc, char **argv)
 {
 	if (argc == 2 && !strcmp(argv[1], "--print-domain"))
 		return print_domain_main();
+	upm_require_kernel();
 	return test_harness_run(argc, argv);
 }

@@ -849,5 +849,6 @@ int main(int argc, char **argv)
 		printf("%d\n", (int)prctl(PR_GET_UPM_DOMAIN, 0, 0, 0, 0));
 		return 0;
 	}
+	upm_require_kernel();
 	return test_harness_run(argc, argv);
 }

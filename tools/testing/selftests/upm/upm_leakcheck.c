@@ -156,4 +156,8 @@ TEST_F_TIMEOUT(leak, slab_caches_empty, 120)
 		SKIP(return, "every cache is merged: boot with slab_nomerge");
 }
 
-TEST_HARNESS_MAIN
+int main(int argc, char **argv)
+{
+	upm_require_kernel();
+	return test_harness_run(argc, argv);
+}

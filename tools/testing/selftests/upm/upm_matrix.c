@@ -1702,4 +1702,8 @@ TEST_F(bad, row)
 		EXPECT_EQ(0, mergeable_vmas(addr, addr + psize));
 }
 
-TEST_HARNESS_MAIN
+int main(int argc, char **argv)
+{
+	upm_require_kernel();
+	return test_harness_run(argc, argv);
+}

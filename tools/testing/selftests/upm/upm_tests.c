@@ -615,4 +615,8 @@ TEST_F(upm, exit_frees_everything)
 	EXPECT_EQ(sharing, ksm_counter("pages_sharing"));
 }
 
-TEST_HARNESS_MAIN
+int main(int argc, char **argv)
+{
+	upm_require_kernel();
+	return test_harness_run(argc, argv);
+}

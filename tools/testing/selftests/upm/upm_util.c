@@ -8,6 +8,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "../kselftest.h"
 #include "upm_util.h"
 
 size_t psize = 4096;
@@ -46,6 +47,18 @@ void read_str(const char *path, char *buf, size_t len)
 	buf[n > 0 ? n : 0] = '\0';
 	if (fd >= 0)
 		close(fd);
+}
+
+/*
+ * Without UPM in the kernel, end the whole program with the kselftest
+ * skip code, before any case runs (as ksm_functional_tests does).
+ */
+void upm_require_kernel(void)
+{
+	if (!access("/sys/kernel/mm/upm/calls", R_OK))
+		return;
+	ksft_print_header();
+	ksft_exit_skip("no /sys/kernel/mm/upm: kernel without CONFIG_UPM\n");
 }
 
 long upm_counter(const char *name)

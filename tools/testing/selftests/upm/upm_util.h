@@ -29,6 +29,7 @@ long read_ulong(const char *path);
 int write_str(const char *path, const char *s);
 void read_str(const char *path, char *buf, size_t len);
 long upm_counter(const char *name);
+void upm_require_kernel(void);
 long ksm_counter(const char *name);
 long read_ksm_stat(const char *name);
 long read_ksm_stat_in(pid_t pid, const char *name);
