@@ -654,7 +654,8 @@ static struct folio *upm_alloc_frame(struct mm_struct *mm, struct page *page,
  * has just matched.
  *
  * Return: 0, -EBUSY if the page could not be write-protected or changed,
- * -ENOMEM if the metadata or the frame could not be allocated.
+ * -ESTALE if its copy does not hash to @hash (it changed since it was
+ * compared), -ENOMEM if the metadata or the frame could not be allocated.
  */
 static int upm_publish(struct upm_pass *p, struct ksm_rmap_item *rmap_item,
 		       struct page *page, u64 hash)
@@ -671,10 +672,17 @@ static int upm_publish(struct upm_pass *p, struct ksm_rmap_item *rmap_item,
 	if (!e)
 		return -ENOMEM;
 	if (copy) {
+		u64 expected = hash;
+
 		kfolio = upm_alloc_frame(rmap_item->mm, page, &hash);
 		if (!kfolio) {
 			err = -ENOMEM;
 			goto out_entry;
+		}
+		/* Changed since compared: leave it writable, unshared */
+		if (hash != expected) {
+			err = -ESTALE;
+			goto out_folio;
 		}
 		err = try_to_merge_with_ksm_page(rmap_item, page,
 						 folio_page(kfolio, 0));
@@ -875,10 +883,15 @@ static bool upm_merge_with_candidate(struct upm_pass *p, struct upm_page *up,
 			upm_candidate_drop(p, cand);
 			continue;
 		}
-		/* Still shared since a fork: nothing to gain, as in KSM */
+		/*
+		 * Still shared since a fork with the candidate's process:
+		 * merging one side frees nothing, as in KSM, and a second
+		 * candidate for the same frame would only lengthen the chain.
+		 */
 		if (cpage == up->page) {
 			put_page(cpage);
-			continue;
+			p->count[UPM_SKIP_KSM]++;
+			return true;
 		}
 		/* Unlocked, as ksmd does: a cheap test before write-protect */
 		if (!pages_identical(up->page, cpage)) {
@@ -898,14 +911,16 @@ static bool upm_merge_with_candidate(struct upm_pass *p, struct upm_page *up,
 		/*
 		 * write_protect_page() allows one reference besides the
 		 * mappings: for a page of this batch (a duplicate within the
-		 * range), the batch's.
+		 * range, or a page shared since a fork), the batch's.
 		 */
-		held = cand->mm == p->mm && upm_batch_holds(p, cpage);
+		held = upm_batch_holds(p, cpage);
 		if (held)
 			put_page(cpage);
 		err = upm_publish(p, cand, cpage, up->hash);
 		if (!held)
 			put_page(cpage);
+		if (err == -ESTALE)
+			upm_candidate_drop(p, cand);
 		/* Busy or no memory: try the next, or become a candidate */
 		if (err)
 			continue;

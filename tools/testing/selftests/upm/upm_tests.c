@@ -403,6 +403,59 @@ TEST_F(upm, duplicates_within_one_range)
 			    NPAGES / 2 * psize));
 }
 
+/*
+ * Children forked after the advice still share the parent's pages: their
+ * own advice merges nothing (it would free nothing) and adds no second
+ * candidate for the same frames, however many children there are.
+ */
+TEST_F(upm, forked_children_add_no_candidates)
+{
+	int ready[2], go[2], status, k;
+	long in_index, skipped;
+	pid_t pids[4];
+	char c;
+
+	fill(self->mem, NPAGES, 35);
+	in_index = upm_counter("index_candidates");
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(NPAGES, upm_counter("index_candidates") - in_index);
+	skipped = upm_counter("skipped_ksm");
+	ASSERT_EQ(0, pipe(ready));
+	ASSERT_EQ(0, pipe(go));
+	for (k = 0; k < 4; k++) {
+		pids[k] = fork();
+		ASSERT_LE(0, pids[k]);
+		if (!pids[k]) {
+			close(go[1]);
+			c = madvise(self->mem, NPAGES * psize,
+				    MADV_UPM_MERGEABLE) ? 'n' : 'y';
+			if (write(ready[1], &c, 1) != 1)
+				_exit(1);
+			/* Stay alive, candidates and all, until counted */
+			while (read(go[0], &c, 1) > 0)
+				;
+			_exit(same_as(self->mem, NPAGES, 35) ? 0 : 2);
+		}
+	}
+	close(go[0]);
+	for (k = 0; k < 4; k++) {
+		ASSERT_EQ(1, read(ready[0], &c, 1));
+		EXPECT_EQ('y', c);
+	}
+	EXPECT_EQ(NPAGES, upm_counter("index_candidates") - in_index);
+	EXPECT_EQ(4 * NPAGES, upm_counter("skipped_ksm") - skipped);
+	close(go[1]);
+	for (k = 0; k < 4; k++) {
+		ASSERT_EQ(pids[k], waitpid(pids[k], &status, 0));
+		EXPECT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
+	}
+	close(ready[0]);
+	close(ready[1]);
+	for (int i = 0; i < NPAGES; i++)
+		EXPECT_FALSE(is_ksm(self->mem + i * psize));
+	EXPECT_TRUE(same_as(self->mem, NPAGES, 35));
+}
+
 /* Only the advised part of a mapping is merged; the rest is untouched. */
 TEST_F(upm, partial_range)
 {
