@@ -153,6 +153,12 @@ static long slab_bytes(const char *cache)
 	return v;
 }
 
+/* CPU seconds per GiB of @pages saved pages (NAN if none were saved) */
+static double per_gib(double cpu, long pages)
+{
+	return pages > 0 ? cpu / ((double)pages * pg / (1 << 30)) : NAN;
+}
+
 /* CPU seconds ksmd has used since boot (utime + stime), -1 if not found */
 static double ksmd_cpu(void)
 {
@@ -708,8 +714,7 @@ static void bench_time_to_savings(void)
 		rec_int("memory_bytes", (long)(n * size));
 		rec_num("seconds", t);
 		rec_num("cpu_seconds", cpu);
-		rec_num("cpu_seconds_per_gib_saved", saved ?
-			cpu / ((double)saved * pg / (1 << 30)) : NAN);
+		rec_num("cpu_seconds_per_gib_saved", per_gib(cpu, saved));
 		rec_int("pages_saved", saved);
 		rec_int("pages_merged", merged);
 		rec_int("ideal_pages_saved", ideal);
@@ -723,8 +728,7 @@ static void bench_time_to_savings(void)
 		if (s == 0) {
 			t_upm = t;
 			upm_saved = saved;
-			upm_cpu_gib = saved ?
-				cpu / ((double)saved * pg / (1 << 30)) : 0;
+			upm_cpu_gib = saved ? per_gib(cpu, saved) : 0;
 			target("time_to_savings", "savings_at_return_vs_ideal",
 			       "%", ideal ? 100.0 * saved / ideal : 0, 1, 99, 0);
 		}
@@ -758,8 +762,7 @@ static void bench_time_to_savings(void)
 	rec_num("read_pass_seconds", t_read);
 	rec_num("vs_read_pass", t_seq / t_read);
 	rec_num("cpu_seconds", cpu_seq);
-	rec_num("cpu_seconds_per_gib_saved", seq_saved ?
-		cpu_seq / ((double)seq_saved * pg / (1 << 30)) : NAN);
+	rec_num("cpu_seconds_per_gib_saved", per_gib(cpu_seq, seq_saved));
 	rec_int("pages_saved", seq_saved);
 	rec_num("percent_of_ideal", ideal ? 100.0 * seq_saved / ideal : 0);
 	rec_safe(safe_default);
@@ -797,12 +800,10 @@ static void bench_time_to_savings(void)
 		fprintf(out, ", \"capped\": %s", t < 0 ? "true" : "false");
 		rec_int("pages_saved", ksm_saved() - b0);
 		rec_num("cpu_seconds", c0 < 0 ? NAN : cpu);
-		rec_num("cpu_seconds_per_gib_saved", c0 < 0 ||
-			ksm_saved() <= b0 ? NAN : cpu /
-			((double)(ksm_saved() - b0) * pg / (1 << 30)));
+		rec_num("cpu_seconds_per_gib_saved",
+			c0 < 0 ? NAN : per_gib(cpu, ksm_saved() - b0));
 		if (full && c0 >= 0 && ksm_saved() > b0)
-			ksm_cpu_gib = cpu / ((double)(ksm_saved() - b0) * pg /
-					     (1 << 30));
+			ksm_cpu_gib = per_gib(cpu, ksm_saved() - b0);
 		rec_int("goal_pages", goal);
 		rec_num("saving_percent", 100.0 * (ksm_saved() - b0) / (n * np));
 		rec_int("full_scans", rd(KSM "full_scans") - fs0);
@@ -817,18 +818,15 @@ static void bench_time_to_savings(void)
 		t_ksm[full] = t < 0 ? -cap : t;
 	}
 	reset();
+	/* fabs(): a capped KSM time is stored as -cap, a lower bound */
 	target("time_to_savings", "speedup_vs_ksm_defaults", "x",
-	       (t_ksm[0] < 0 ? -t_ksm[0] : t_ksm[0]) / t_upm, 1, 100,
-	       t_ksm[0] < 0);
+	       fabs(t_ksm[0]) / t_upm, 1, 100, t_ksm[0] < 0);
 	target("time_to_savings", "speedup_vs_ksm_full", "x",
-	       (t_ksm[1] < 0 ? -t_ksm[1] : t_ksm[1]) / t_upm, 1, 8,
-	       t_ksm[1] < 0);
+	       fabs(t_ksm[1]) / t_upm, 1, 8, t_ksm[1] < 0);
 	target("time_to_savings", "one_after_another_vs_ksm_defaults", "x",
-	       (t_ksm[0] < 0 ? -t_ksm[0] : t_ksm[0]) / t_seq, 1, 100,
-	       t_ksm[0] < 0);
+	       fabs(t_ksm[0]) / t_seq, 1, 100, t_ksm[0] < 0);
 	target("time_to_savings", "one_after_another_vs_ksm_full", "x",
-	       (t_ksm[1] < 0 ? -t_ksm[1] : t_ksm[1]) / t_seq, 1, 8,
-	       t_ksm[1] < 0);
+	       fabs(t_ksm[1]) / t_seq, 1, 8, t_ksm[1] < 0);
 	if (upm_cpu_gib > 0 && ksm_cpu_gib > 0)
 		target("time_to_savings", "cpu_per_gib_saved_ksm_full_vs_upm",
 		       "x", ksm_cpu_gib / upm_cpu_gib, 1, 8, 0);
