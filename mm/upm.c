@@ -24,6 +24,9 @@
 #include <linux/seq_file.h>
 #include <linux/sched/signal.h>
 #include <linux/slab.h>
+#include <linux/string.h>
+#include <linux/string_helpers.h>
+#include <linux/stringify.h>
 #include <linux/swap.h>
 #include <linux/sysfs.h>
 #include <linux/upm.h>
@@ -64,8 +67,8 @@
  * 4. Under ksm_thread_mutex, for each page: a zero page is replaced by the
  *    shared zero page. Otherwise the index of shared pages is looked up by
  *    (domain, hash), and the page is merged into a match with
- *    try_to_merge_with_ksm_page(), which write-protects it and compares
- *    both pages in full (memcmp), then stable_tree_append().
+ *    ksm_merge_page(), which write-protects it and compares both pages in
+ *    full (memcmp), then ksm_stable_node_append().
  * 5. Without a shared match, the index of candidates is looked up the same
  *    way. A candidate is an advised page nobody shared yet, left writable
  *    and in place; only its KSM rmap_item is linked into the index. On a
@@ -101,7 +104,7 @@
  * needs CAP_SYS_ADMIN; fork and a plain exec keep it, a secure exec drops
  * it), or else the owner's user namespace and effective uid, that is,
  * processes that could already read each other's memory. The stable nodes
- * of such pages are kept off KSM's stable tree (stable_node_off_tree()),
+ * of such pages are kept off KSM's stable tree (ksm_stable_node_add()),
  * and ksmd leaves the ranges advised to UPM (VM_UPM) alone
  * (upm_ksmd_skips()), so neither ksmd nor KSM's tree statistics connect
  * two domains. ksmd still keeps the rmap_items of those ranges right (it
@@ -132,7 +135,7 @@
  * UPM only ever inserts into an mm's rmap_item list, never frees from it:
  * ksmd's scan cursor may point into that list while the mutex is dropped.
  * An item UPM inserts at that cursor, for an address ksmd has passed,
- * moves the cursor past it, or ksmd would free it (upm_rmap_item()).
+ * moves the cursor past it, or ksmd would free it (ksm_get_rmap_item()).
  *
  * Stable nodes do not learn when their page is freed; KSM finds stale ones
  * when it next looks at them. Nothing walks the nodes kept off the tree, so
@@ -214,25 +217,11 @@ static enum upm_policy upm_merge_policy __read_mostly = UPM_POLICY_DOMAIN;
 /* /sys/kernel/mm/upm/safe_frames: share copies, never an adviser's frame */
 static bool upm_safe_frames __read_mostly = true;
 
-/* Counters exported in /sys/kernel/mm/upm/, in that order */
+/* Counters in /sys/kernel/mm/upm/: see mm/upm_counters.h */
 enum upm_counter {
-	UPM_CALLS,
-	UPM_PAGES_ADVISED,
-	UPM_PAGES_MERGED,
-	UPM_PAGES_STABLE_NEW,
-	UPM_PAGES_ZERO,
-	UPM_PAGES_COPIED,
-	UPM_PAGES_CANDIDATE,
-	UPM_CANDIDATES_DROPPED,
-	UPM_SKIP_ABSENT,
-	UPM_SKIP_KSM,
-	UPM_SKIP_PINNED,
-	UPM_SKIP_THP,
-	UPM_SKIP_BUSY,
-	UPM_SKIP_NOMEM,
-	UPM_SKIP_DISABLED,
-	UPM_HASH_COLLISIONS,
-	UPM_TIME_NS,
+#define UPM_COUNTER(id)	UPM_##id,
+#include "upm_counters.h"
+#undef UPM_COUNTER
 	UPM_NR_COUNTERS
 };
 
@@ -390,15 +379,15 @@ static void upm_collect_page(struct upm_pass *p, struct vm_area_struct *vma)
 again:
 	folio = folio_walk_start(&fw, vma, p->addr, 0);
 	if (!folio) {
-		p->count[UPM_SKIP_ABSENT]++;
+		p->count[UPM_SKIPPED_ABSENT]++;
 		return;
 	}
 	if (folio_is_zone_device(folio) || !folio_test_anon(folio))
-		skip = UPM_SKIP_ABSENT;
+		skip = UPM_SKIPPED_ABSENT;
 	else if (folio_test_ksm(folio))
-		skip = UPM_SKIP_KSM;
+		skip = UPM_SKIPPED_KSM;
 	else if (folio_maybe_dma_pinned(folio))
-		skip = UPM_SKIP_PINNED;
+		skip = UPM_SKIPPED_PINNED;
 	else
 		folio_get(folio);
 	page = fw.page;
@@ -418,7 +407,7 @@ again:
 		}
 		folio_put(folio);
 		if (err) {
-			p->count[UPM_SKIP_THP]++;
+			p->count[UPM_SKIPPED_THP]++;
 			return;
 		}
 		split_tried = true;
@@ -446,13 +435,13 @@ static void upm_collect(struct upm_pass *p)
 	while (p->addr < walk_end && p->nr < UPM_BATCH) {
 		vma = find_vma(p->mm, p->addr);
 		if (!vma || vma->vm_start >= walk_end) {
-			p->count[UPM_SKIP_ABSENT] += (walk_end - p->addr) >>
+			p->count[UPM_SKIPPED_ABSENT] += (walk_end - p->addr) >>
 						     PAGE_SHIFT;
 			p->addr = walk_end;
 			break;
 		}
 		if (vma->vm_start > p->addr) {
-			p->count[UPM_SKIP_ABSENT] +=
+			p->count[UPM_SKIPPED_ABSENT] +=
 				(vma->vm_start - p->addr) >> PAGE_SHIFT;
 			p->addr = vma->vm_start;
 		}
@@ -461,7 +450,7 @@ static void upm_collect(struct upm_pass *p)
 		if (!(vma->vm_flags & VM_MERGEABLE) || !vma->anon_vma ||
 		    (!(vma->vm_flags & VM_UPM) &&
 		     READ_ONCE(upm_merge_policy) == UPM_POLICY_DOMAIN)) {
-			p->count[UPM_SKIP_ABSENT] += (vend - p->addr) >>
+			p->count[UPM_SKIPPED_ABSENT] += (vend - p->addr) >>
 						     PAGE_SHIFT;
 			p->addr = vend;
 			continue;
@@ -490,16 +479,10 @@ static u64 upm_hash_page(struct page *page, bool *zero)
  */
 static bool upm_find_slot(struct upm_pass *p)
 {
-	struct ksm_mm_slot *mm_slot = NULL;
-	struct mm_slot *slot;
+	struct ksm_mm_slot *mm_slot;
 
 	lockdep_assert_held(&ksm_thread_mutex);
-	spin_lock(&ksm_mmlist_lock);
-	slot = mm_slot_lookup(mm_slots_hash, p->mm);
-	spin_unlock(&ksm_mmlist_lock);
-	if (slot)
-		mm_slot = mm_slot_entry(slot, struct ksm_mm_slot, slot);
-
+	mm_slot = ksm_mm_slot_find(p->mm);
 	/* ksmd may have freed rmap_items while the mutex was dropped */
 	if (mm_slot != p->slot || p->cursor_gen != ksm_rmap_items_freed) {
 		p->slot = mm_slot;
@@ -517,37 +500,22 @@ static struct ksm_rmap_item *upm_rmap_item(struct upm_pass *p,
 					   unsigned long addr)
 {
 	struct ksm_rmap_item **link = p->cursor;
-	struct ksm_rmap_item *rmap_item;
 
 	while (*link && ((*link)->address & PAGE_MASK) < addr)
 		link = &(*link)->rmap_list;
 	p->cursor = link;
 	/* *link is NULL or at or above addr: nothing is freed here */
-	rmap_item = get_next_rmap_item(p->slot, link, addr);
-	/*
-	 * ksmd passes the pages of UPM's ranges without moving its cursor
-	 * (ksm_upm_skip_page()), so it may rest on this very link with its
-	 * scan address past @addr: it would then free the item as one for a
-	 * page it found gone. Move its cursor past the item.
-	 */
-	if (rmap_item && ksm_scan.mm_slot == p->slot &&
-	    ksm_scan.rmap_list == link && addr < ksm_scan.address)
-		ksm_scan.rmap_list = &rmap_item->rmap_list;
-	return rmap_item;
+	return ksm_get_rmap_item(p->slot, link, addr);
 }
 
 static void upm_merge_zero(struct upm_pass *p, struct upm_page *up)
 {
-	struct vm_area_struct *vma;
-	int err = -EFAULT;
+	int err;
 
 	mmap_read_lock(p->mm);
-	vma = find_mergeable_vma(p->mm, up->addr);
-	if (vma)
-		err = try_to_merge_one_page(vma, up->page,
-					    ZERO_PAGE(up->addr));
+	err = ksm_merge_zero_page(p->mm, up->page, up->addr);
 	mmap_read_unlock(p->mm);
-	p->count[err ? UPM_SKIP_BUSY : UPM_PAGES_ZERO]++;
+	p->count[err ? UPM_SKIPPED_BUSY : UPM_PAGES_ZERO]++;
 }
 
 /*
@@ -576,23 +544,23 @@ static bool upm_merge_with_twin(struct upm_pass *p, struct upm_page *up,
 		 */
 		kfolio = ksm_get_folio(stable_node, KSM_GET_FOLIO_TRYLOCK);
 		if (IS_ERR(kfolio)) {
-			p->count[UPM_SKIP_BUSY]++;
+			p->count[UPM_SKIPPED_BUSY]++;
 			return true;
 		}
 		if (!kfolio)
 			continue;
 		folio_unlock(kfolio);
 		kpage = folio_page(kfolio, 0);
-		if (!is_page_sharing_candidate(stable_node)) {
+		if (!ksm_stable_node_can_share(stable_node)) {
 			folio_put(kfolio);
 			continue;
 		}
 		/*
-		 * try_to_merge_one_page() compares the pages in full once ours
+		 * ksm_merge_page() compares the pages in full once ours
 		 * is write-protected; only a refused merge needs a second look,
 		 * to tell a hash collision from a busy page.
 		 */
-		err = try_to_merge_with_ksm_page(rmap_item, up->page, kpage);
+		err = ksm_merge_page(rmap_item, up->page, kpage);
 		if (err && !pages_identical(up->page, kpage)) {
 			p->count[UPM_HASH_COLLISIONS]++;
 			folio_put(kfolio);
@@ -601,12 +569,12 @@ static bool upm_merge_with_twin(struct upm_pass *p, struct upm_page *up,
 		if (!err) {
 			/* Our reference keeps stable_node on this folio. */
 			folio_lock(kfolio);
-			stable_tree_append(rmap_item, stable_node, false);
+			ksm_stable_node_append(rmap_item, stable_node);
 			folio_unlock(kfolio);
 			p->mm->upm_merged_pages++;
 		}
 		folio_put(kfolio);
-		p->count[err ? UPM_SKIP_BUSY : UPM_PAGES_MERGED]++;
+		p->count[err ? UPM_SKIPPED_BUSY : UPM_PAGES_MERGED]++;
 		return true;
 	}
 	return false;
@@ -614,7 +582,7 @@ static bool upm_merge_with_twin(struct upm_pass *p, struct upm_page *up,
 
 /*
  * A fresh frame holding a copy of @page, ready to replace it as a KSM page
- * (try_to_merge_one_page() compares both once @page is write-protected, so
+ * (ksm_merge_page() compares both once @page is write-protected, so
  * a write racing with the copy only makes that merge fail). It is charged
  * to the memory cgroup of @mm, as the page it replaces was. *@hash is the
  * hash of the copy: of what is shared if the merge succeeds.
@@ -640,8 +608,7 @@ static struct folio *upm_alloc_frame(struct mm_struct *mm, struct page *page,
 	__folio_mark_uptodate(folio);
 	__folio_set_swapbacked(folio);
 	folio_set_dirty(folio);
-	/* A KSM page with no stable node yet, as try_to_merge_one_page() */
-	folio_set_stable_node(folio, NULL);
+	ksm_prepare_kfolio(folio);
 	/* On the LRU before it is mapped, as a newly faulted page is */
 	folio_add_lru(folio);
 	return folio;
@@ -684,10 +651,10 @@ static int upm_publish(struct upm_pass *p, struct ksm_rmap_item *rmap_item,
 			err = -ESTALE;
 			goto out_folio;
 		}
-		err = try_to_merge_with_ksm_page(rmap_item, page,
-						 folio_page(kfolio, 0));
+		err = ksm_merge_page(rmap_item, page,
+				     folio_page(kfolio, 0));
 	} else {
-		err = try_to_merge_with_ksm_page(rmap_item, page, NULL);
+		err = ksm_merge_page(rmap_item, page, NULL);
 		kfolio = page_folio(page);
 		folio_get(kfolio);
 		/*
@@ -704,7 +671,7 @@ static int upm_publish(struct upm_pass *p, struct ksm_rmap_item *rmap_item,
 
 	folio_lock(kfolio);
 	if (p->domain) {
-		stable_node = stable_node_off_tree(kfolio);
+		stable_node = ksm_stable_node_add(kfolio, false);
 	} else {
 		/*
 		 * KSM's own node, allocated as ksmd does (it may dip into
@@ -712,11 +679,11 @@ static int upm_publish(struct upm_pass *p, struct ksm_rmap_item *rmap_item,
 		 */
 		struct mem_cgroup *memcg = set_active_memcg(root_mem_cgroup);
 
-		stable_node = stable_tree_insert(kfolio);
+		stable_node = ksm_stable_node_add(kfolio, true);
 		set_active_memcg(memcg);
 	}
 	if (stable_node) {
-		stable_tree_append(rmap_item, stable_node, false);
+		ksm_stable_node_append(rmap_item, stable_node);
 		e->hash = hash;
 		e->domain = p->domain;
 		e->user_ns = p->user_ns ? get_user_ns(p->user_ns) : NULL;
@@ -727,7 +694,7 @@ static int upm_publish(struct upm_pass *p, struct ksm_rmap_item *rmap_item,
 	folio_unlock(kfolio);
 	if (!stable_node) {
 		/* Undo the write protection, as cmp_and_merge_page() does. */
-		break_cow(rmap_item);
+		ksm_break_cow(rmap_item);
 		err = -ENOMEM;
 		goto out_folio;
 	}
@@ -763,7 +730,7 @@ static void upm_candidate_add(struct upm_pass *p,
 			      struct ksm_rmap_item *rmap_item, u64 hash)
 {
 	/* Its fields share unions with those of KSM's trees: leave them */
-	remove_rmap_item_from_tree(rmap_item);
+	ksm_remove_rmap_item(rmap_item);
 	rmap_item->upm_hash = hash;
 	rmap_item->oldchecksum = lower_32_bits(p->domain);
 	rmap_item->upm_user_ns = p->user_ns ? get_user_ns(p->user_ns) : NULL;
@@ -875,7 +842,7 @@ static bool upm_merge_with_candidate(struct upm_pass *p, struct upm_page *up,
 			continue;
 		}
 		/* Takes the candidate's mmap_lock: we hold none (see DOC) */
-		cpage = get_mergeable_page(cand);
+		cpage = ksm_get_mergeable_page(cand);
 		if (!cpage || PageKsm(cpage)) {
 			/* Unmapped, its mm exited, or it is shared already */
 			if (cpage)
@@ -890,7 +857,7 @@ static bool upm_merge_with_candidate(struct upm_pass *p, struct upm_page *up,
 		 */
 		if (cpage == up->page) {
 			put_page(cpage);
-			p->count[UPM_SKIP_KSM]++;
+			p->count[UPM_SKIPPED_KSM]++;
 			return true;
 		}
 		/* Unlocked, as ksmd does: a cheap test before write-protect */
@@ -935,7 +902,7 @@ static void upm_merge_page(struct upm_pass *p, struct upm_page *up)
 
 	/* ksmd may have merged it since: it only does so under the mutex */
 	if (PageKsm(up->page)) {
-		p->count[UPM_SKIP_KSM]++;
+		p->count[UPM_SKIPPED_KSM]++;
 		return;
 	}
 	if (up->zero && !mm_forbids_zeropage(p->mm)) {
@@ -944,7 +911,7 @@ static void upm_merge_page(struct upm_pass *p, struct upm_page *up)
 	}
 	rmap_item = upm_rmap_item(p, up->addr);
 	if (!rmap_item) {
-		p->count[UPM_SKIP_NOMEM]++;
+		p->count[UPM_SKIPPED_NOMEM]++;
 		return;
 	}
 	/* Advised before: re-entered below with its current hash */
@@ -972,10 +939,10 @@ static int upm_merge_batch(struct upm_pass *p)
 	/* "echo 2 > run" can hold the mutex for minutes */
 	if (mutex_lock_killable(&ksm_thread_mutex))
 		return -EINTR;
-	wait_while_offlining();
+	ksm_wait_while_offlining();
 	/* After "echo 2 > run" KSM stays unmerged until run is set again. */
 	if ((ksm_run & KSM_RUN_UNMERGE) || !upm_find_slot(p)) {
-		p->count[UPM_SKIP_DISABLED] += p->nr;
+		p->count[UPM_SKIPPED_DISABLED] += p->nr;
 		goto out;
 	}
 	memcg = get_mem_cgroup_from_mm(p->mm);
@@ -1017,7 +984,7 @@ int upm_check_range(struct mm_struct *mm, unsigned long start,
 	if (!READ_ONCE(upm_ready))
 		return -EINVAL;
 	for_each_vma_range(vmi, vma, end) {
-		if (!vma_ksm_compatible(vma))
+		if (!ksm_vma_compatible(vma))
 			return -EINVAL;
 		if (vma->vm_start > covered)
 			err = -ENOMEM;
@@ -1093,7 +1060,7 @@ int upm_merge_range(struct mm_struct *mm, struct task_struct *owner,
 	for (i = 0; i < UPM_NR_COUNTERS; i++)
 		if (p->count[i])
 			atomic_long_add(p->count[i], &upm_stats[i]);
-	for (i = UPM_SKIP_ABSENT; i <= UPM_SKIP_DISABLED; i++)
+	for (i = UPM_SKIPPED_ABSENT; i <= UPM_SKIPPED_DISABLED; i++)
 		skipped += p->count[i];
 	trace_upm_advise_end(mm, p->count[UPM_PAGES_MERGED],
 			     p->count[UPM_PAGES_STABLE_NEW],
@@ -1135,7 +1102,7 @@ static void upm_prune_index(bool all_candidates)
 			mutex_unlock(&ksm_thread_mutex);
 			cond_resched();
 			mutex_lock(&ksm_thread_mutex);
-			wait_while_offlining();
+			ksm_wait_while_offlining();
 		}
 	}
 }
@@ -1169,7 +1136,7 @@ static void upm_prune_workfn(struct work_struct *work)
 	/* A freed page may still be held by a per-CPU LRU batch */
 	lru_add_drain_all();
 	mutex_lock(&ksm_thread_mutex);
-	wait_while_offlining();
+	ksm_wait_while_offlining();
 	upm_prune_index(false);
 	mutex_unlock(&ksm_thread_mutex);
 
@@ -1302,37 +1269,24 @@ void upm_stable_node_freed(struct ksm_stable_node *stable_node)
  */
 void upm_ksm_exit(struct mm_struct *mm)
 {
-	struct mm_slot *slot;
-
 	if (mm->upm_advised)
 		upm_request_prune();
-	if (!mm->ksm_rmap_items || (READ_ONCE(ksm_run) & KSM_RUN_MERGE))
-		return;
-
-	/* Never make exit wait behind a merge pass: ksmd can clean up later */
-	if (!mutex_trylock(&ksm_thread_mutex))
-		return;
-	if (ksm_run & KSM_RUN_OFFLINE)
-		goto out;
-	spin_lock(&ksm_mmlist_lock);
-	slot = mm_slot_lookup(mm_slots_hash, mm);
-	spin_unlock(&ksm_mmlist_lock);
-	if (slot) {
-		struct ksm_mm_slot *mm_slot;
-
-		mm_slot = mm_slot_entry(slot, struct ksm_mm_slot, slot);
-		/* ksmd's cursor may point into the list: leave it to ksmd */
-		if (mm_slot != ksm_scan.mm_slot)
-			ksm_free_exiting_rmap_items(mm_slot);
-	}
-out:
-	mutex_unlock(&ksm_thread_mutex);
+	ksm_free_exiting_mm(mm);
 }
 
+/* A counter's sysfs file: its id from upm_counters.h, in lower case */
 struct upm_counter_attr {
 	struct kobj_attribute attr;
-	enum upm_counter counter;
+	char name[24];
 };
+
+static const char * const upm_counter_ids[] = {
+#define UPM_COUNTER(id)	__stringify(id),
+#include "upm_counters.h"
+#undef UPM_COUNTER
+};
+
+static struct upm_counter_attr upm_counter_attrs[UPM_NR_COUNTERS];
 
 static ssize_t upm_counter_show(struct kobject *kobj,
 				struct kobj_attribute *attr, char *buf)
@@ -1341,32 +1295,8 @@ static ssize_t upm_counter_show(struct kobject *kobj,
 
 	ca = container_of(attr, struct upm_counter_attr, attr);
 	return sysfs_emit(buf, "%ld\n",
-			  atomic_long_read(&upm_stats[ca->counter]));
+			  atomic_long_read(&upm_stats[ca - upm_counter_attrs]));
 }
-
-#define UPM_COUNTER_ATTR(_name, _counter)				\
-	static struct upm_counter_attr upm_attr_##_name = {		\
-		.attr = __ATTR(_name, 0444, upm_counter_show, NULL),	\
-		.counter = _counter,					\
-	}
-
-UPM_COUNTER_ATTR(calls, UPM_CALLS);
-UPM_COUNTER_ATTR(pages_advised, UPM_PAGES_ADVISED);
-UPM_COUNTER_ATTR(pages_merged, UPM_PAGES_MERGED);
-UPM_COUNTER_ATTR(pages_stable_new, UPM_PAGES_STABLE_NEW);
-UPM_COUNTER_ATTR(pages_zero, UPM_PAGES_ZERO);
-UPM_COUNTER_ATTR(pages_copied, UPM_PAGES_COPIED);
-UPM_COUNTER_ATTR(pages_candidate, UPM_PAGES_CANDIDATE);
-UPM_COUNTER_ATTR(candidates_dropped, UPM_CANDIDATES_DROPPED);
-UPM_COUNTER_ATTR(skipped_absent, UPM_SKIP_ABSENT);
-UPM_COUNTER_ATTR(skipped_ksm, UPM_SKIP_KSM);
-UPM_COUNTER_ATTR(skipped_pinned, UPM_SKIP_PINNED);
-UPM_COUNTER_ATTR(skipped_thp, UPM_SKIP_THP);
-UPM_COUNTER_ATTR(skipped_busy, UPM_SKIP_BUSY);
-UPM_COUNTER_ATTR(skipped_nomem, UPM_SKIP_NOMEM);
-UPM_COUNTER_ATTR(skipped_disabled, UPM_SKIP_DISABLED);
-UPM_COUNTER_ATTR(hash_collisions, UPM_HASH_COLLISIONS);
-UPM_COUNTER_ATTR(time_ns, UPM_TIME_NS);
 
 static ssize_t index_entries_show(struct kobject *kobj,
 				  struct kobj_attribute *attr, char *buf)
@@ -1409,7 +1339,7 @@ static ssize_t merge_policy_store(struct kobject *kobj,
 		return -EINVAL;
 	lru_add_drain_all();
 	mutex_lock(&ksm_thread_mutex);
-	wait_while_offlining();
+	ksm_wait_while_offlining();
 	if (policy != upm_merge_policy) {
 		upm_prune_index(false);
 		if (upm_index.nr_entries) {
@@ -1500,7 +1430,7 @@ static int upm_domains_show(struct seq_file *m, void *unused)
 				kfree(st);
 				return -EINTR;
 			}
-			wait_while_offlining();
+			ksm_wait_while_offlining();
 		}
 		hlist_for_each_entry(e, &upm_index.buckets[b], node)
 			upm_domain_stat_add(st, &nr, e);
@@ -1527,25 +1457,9 @@ static int upm_domains_show(struct seq_file *m, void *unused)
 }
 DEFINE_SHOW_ATTRIBUTE(upm_domains);
 
-static struct attribute *upm_attrs[] = {
-	&upm_attr_calls.attr.attr,
-	&upm_attr_pages_advised.attr.attr,
-	&upm_attr_pages_merged.attr.attr,
-	&upm_attr_pages_stable_new.attr.attr,
-	&upm_attr_pages_zero.attr.attr,
-	&upm_attr_pages_copied.attr.attr,
-	&upm_attr_pages_candidate.attr.attr,
-	&upm_attr_candidates_dropped.attr.attr,
-	&upm_attr_skipped_absent.attr.attr,
-	&upm_attr_skipped_ksm.attr.attr,
-	&upm_attr_skipped_pinned.attr.attr,
-	&upm_attr_skipped_thp.attr.attr,
-	&upm_attr_skipped_busy.attr.attr,
-	&upm_attr_skipped_nomem.attr.attr,
-	&upm_attr_skipped_disabled.attr.attr,
-	&upm_attr_hash_collisions.attr.attr,
-	&upm_attr_time_ns.attr.attr,
-	&index_entries_attr.attr,
+/* The counters' files (see upm_counter_attrs_init()), then these */
+static struct attribute *upm_attrs[UPM_NR_COUNTERS + 6] = {
+	[UPM_NR_COUNTERS] = &index_entries_attr.attr,
 	&index_candidates_attr.attr,
 	&index_buckets_attr.attr,
 	&merge_policy_attr.attr,
@@ -1557,6 +1471,24 @@ static const struct attribute_group upm_attr_group = {
 	.attrs = upm_attrs,
 	.name = "upm",
 };
+
+static void __init upm_counter_attrs_init(void)
+{
+	int i;
+
+	for (i = 0; i < UPM_NR_COUNTERS; i++) {
+		struct upm_counter_attr *ca = &upm_counter_attrs[i];
+
+		WARN_ON_ONCE(strscpy(ca->name, upm_counter_ids[i],
+				     sizeof(ca->name)) < 0);
+		string_lower(ca->name, ca->name);
+		sysfs_attr_init(&ca->attr.attr);
+		ca->attr.attr.name = ca->name;
+		ca->attr.attr.mode = 0444;
+		ca->attr.show = upm_counter_show;
+		upm_attrs[i] = &ca->attr.attr;
+	}
+}
 
 static int __init upm_init(void)
 {
@@ -1581,6 +1513,7 @@ static int __init upm_init(void)
 	err = upm_index_init(&upm_candidates, bits);
 	if (err)
 		goto out_index;
+	upm_counter_attrs_init();
 	err = sysfs_create_group(mm_kobj, &upm_attr_group);
 	if (err) {
 		pr_err("cannot register sysfs files\n");

@@ -24,7 +24,7 @@ export GIT_AUTHOR_DATE='2026-12-01T00:00:00Z' GIT_COMMITTER_DATE='2026-12-01T00:
 # The series: patch file, then the new files (repository paths) it adds.
 mapfile -t lines < <(grep -v -e '^#' -e '^$' "$TOP/patches/series")
 # Where a repository path goes in the kernel tree
-kpath() { [ "$1" = Kconfig ] && echo mm/upm/Kconfig || echo "$1"; }
+kpath() { [ "$1" = Kconfig ] && echo mm/Kconfig || echo "$1"; }
 new_files() {	# new_files PATH...: the files under each path
 	local p
 	for p in "$@"; do
@@ -34,7 +34,7 @@ new_files() {	# new_files PATH...: the files under each path
 
 rm -rf "$git" "$out"; mkdir -p "$git" "$out"
 # The base: the pristine version of every existing file the series touches
-for f in $("$TOP"/scripts/patch-files.sh); do
+for f in $("$TOP"/scripts/patch-files.sh) mm/Kconfig; do
 	[ -f "$PRISTINE/$f" ] || continue
 	mkdir -p "$git/$(dirname "$f")"
 	cp "$PRISTINE/$f" "$git/$f"
@@ -57,7 +57,11 @@ for line in "${lines[@]}"; do
 	for f in $(new_files $adds); do
 		k=$(kpath "$f")
 		mkdir -p "$(dirname "$k")"
-		cp "$TOP/$f" "$k"
+		if [ "$f" = Kconfig ]; then
+			splice_kconfig "$TOP/$f" "$k"
+		else
+			cp "$TOP/$f" "$k"
+		fi
 		git add "$k"
 	done
 	git diff --cached --quiet && die "$p adds nothing"
@@ -81,11 +85,16 @@ Merge identical anonymous pages at madvise(MADV_UPM_MERGEABLE) time,
 on KSM's machinery, so that short-lived serverless instances share
 memory at once instead of after minutes of ksmd scanning.
 
-The first two patches are independent fixes. Then the UAPI, KSM's
-internals shared with UPM, per-mm state, UPM itself, its documentation
-and its selftests. Each step builds on its own.
+The first three patches are independent fixes, each with its Fixes:
+tag. Then the UAPI, KSM's side of UPM (a narrow seam of ksm_ functions),
+per-mm state, UPM itself, its documentation and its selftests. Each
+step builds on its own.
 
 Based on $src.
+The series needs 6.12.54 or later: the third patch changes ksm_fork()
+as the 6.12.y backport of commit 4d6fc29f3634 ("mm/ksm: fix incorrect
+KSM counter handling in mm_struct during fork") left it. Only Debian's
+6.12.117 has been built and tested.
 The base-commit below is that of a throwaway git tree holding the
 pristine files this series touches.
 EOF

@@ -78,9 +78,10 @@ for f in $("$TOP"/scripts/overlay-files.sh); do
 	mkdir -p "$stage/$(dirname "$f")"
 	cp -p "$TOP/$f" "$stage/$f"
 done
-# Our top-level Kconfig is where mm/Kconfig sources it.
-mkdir -p "$stage/mm/upm"
-cp -p "$TOP/Kconfig" "$stage/mm/upm/Kconfig"
+# Our top-level Kconfig goes into mm/Kconfig, next to KSM's entry.
+mkdir -p "$stage/mm"
+[ -f "$stage/mm/Kconfig" ] || cp -p "$PRISTINE/mm/Kconfig" "$stage/mm/Kconfig"
+splice_kconfig "$TOP/Kconfig" "$stage/mm/Kconfig"
 
 # A file we staged last time but no longer touch goes back to pristine.
 (cd "$stage" && find . -type f | sed 's|^\./||' | sort) > "$BUILD/staged.new"

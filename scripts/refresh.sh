@@ -19,17 +19,47 @@ edited_in_tree() {
 	[ -n "$was" ] && [ "$(md5sum < "$TREE/$1" | cut -d' ' -f1)" != "$was" ]
 }
 
-while read -r p _; do
-	case "$p" in ''|'#'*) continue ;; esac
+# Patches in order, and the kernel files each touches. A file may be
+# touched by several patches (a fix first, then UPM's change): only the
+# last of them is regenerated from build/linux, as the difference from
+# the file after the patches before it; the earlier ones keep their hunks
+# for that file as they are.
+mapfile -t series < <(grep -v -e '^#' -e '^$' "$TOP/patches/series" |
+	awk '{print $1}')
+base=$(mktemp -d)
+trap 'rm -rf "$base"' EXIT
+# hunks_of PATCH FILE: the diff section of FILE in PATCH
+hunks_of() {
+	awk -v f="a/$2" '/^diff --git / {keep = ($3 == f)} keep' "$1"
+}
+for i in "${!series[@]}"; do
+	p=${series[$i]}
 	f=$TOP/patches/$p
 	files=$("$TOP"/scripts/patch-files.sh "$p")
 	[ "${PATCH:-}" = "$p" ] && files="$files ${ADD:-}"
 	# A step that only adds new files has no hunks to refresh
 	[ -n "${files// /}" ] || continue
 	files=$(printf '%s\n' $files | sort -u)
-	hdr=$(awk '/^---$/ {exit} {print}' "$f")
-	diff=$("$TOP"/scripts/gendiff.sh "$PRISTINE" "$TREE" $files)
+	later=$(cd "$TOP/patches" && for q in "${series[@]:$((i + 1))}"; do
+		sed -n 's|^+++ b/\([^[:space:]]*\).*|\1|p' "$q"; done | sort -u)
+	diff=
+	for k in $files; do
+		if [ ! -f "$base/$k" ] && [ -f "$PRISTINE/$k" ]; then
+			mkdir -p "$base/$(dirname "$k")"
+			cp "$PRISTINE/$k" "$base/$k"
+		fi
+		if printf '%s\n' "$later" | grep -qxF "$k"; then
+			d=$(hunks_of "$f" "$k")
+		else
+			d=$("$TOP"/scripts/gendiff.sh "$base" "$TREE" "$k")
+		fi
+		[ -n "$d" ] && diff=${diff:+$diff$'\n'}$d
+	done
 	[ -n "$diff" ] || die "$p: no changes left in $files"
+	printf '%s\n' "$diff" | patch -s -d "$base" -p1 -F0 -N \
+		--no-backup-if-mismatch -r - ||
+		die "$p: its hunks do not apply after the patches before it"
+	hdr=$(awk '/^---$/ {exit} {print}' "$f")
 	{
 		printf '%s\n---\n' "$hdr"
 		printf '%s\n' "$diff" | git apply --stat
@@ -41,7 +71,7 @@ while read -r p _; do
 		mv "$f.new" "$f"
 		info "refreshed $p"
 	fi
-done < "$TOP/patches/series"
+done
 
 for o in $("$TOP"/scripts/overlay-files.sh); do
 	# Only what was edited in build/linux since prepare-tree put it there.
@@ -50,7 +80,7 @@ for o in $("$TOP"/scripts/overlay-files.sh); do
 		info "copied back $o"
 	fi
 done
-if edited_in_tree mm/upm/Kconfig; then
-	cp "$TREE/mm/upm/Kconfig" "$TOP/Kconfig"
-	info "copied back Kconfig"
+if edited_in_tree mm/Kconfig; then
+	extract_kconfig "$TREE/mm/Kconfig" > "$TOP/Kconfig"
+	info "copied back Kconfig (the UPM options in mm/Kconfig)"
 fi
