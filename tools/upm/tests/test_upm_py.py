@@ -17,11 +17,11 @@ import mmap
 import os
 import random
 import re
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.realpath(__file__))
 try:
@@ -440,12 +440,132 @@ def upmctl_advise_cgroup():
         for p in procs:
             p.kill()
             p.wait()
-        for _ in range(100):
+        upm.remove_cgroup(cg)
+
+
+@test
+def counters_are_the_directory():
+    """read_global() lists every integer file of /sys/kernel/mm/upm."""
+    g = upm.read_global()
+    d = "/sys/kernel/mm/upm"
+    files = {}
+    for n in os.listdir(d):
+        try:
+            with open(os.path.join(d, n)) as f:
+                files[n] = int(f.read())
+        except (OSError, ValueError):
+            pass    # merge_policy is a word
+    assert set(g["upm"]) == set(files), (sorted(g["upm"]), sorted(files))
+    for n in ("pages_copied", "pages_candidate", "candidates_dropped"):
+        if n in files:
+            assert g["upm"][n] >= 0, n
+    # Counters no one else moves read the same twice
+    assert g["upm"]["index_buckets"] == files["index_buckets"] > 0
+    assert upm.read_value(d + "/index_buckets") == files["index_buckets"]
+    assert upm.read_counters(d)["index_buckets"] == files["index_buckets"]
+    assert "merge_policy" not in g["upm"]
+    assert g["ksm"]["run"] == upm.read_value("/sys/kernel/mm/ksm/run")
+
+
+def libupm():
+    """libupm.so of the build (UPM_LIBUPM, else build/tools), or None."""
+    path = os.environ.get("UPM_LIBUPM") or os.path.join(
+        HERE, "..", "..", "..", "build", "tools", "libupm.so")
+    if not os.path.exists(path):
+        return None
+    lib = ctypes.CDLL(os.path.abspath(path))
+
+    class Counter(ctypes.Structure):
+        _fields_ = [("name", ctypes.c_char_p), ("value", ctypes.c_long)]
+
+    class Counters(ctypes.Structure):
+        _fields_ = [("nr", ctypes.c_size_t),
+                    ("c", ctypes.POINTER(Counter))]
+    lib.Counters = Counters
+    lib.upm_read_counters.argtypes = [ctypes.c_char_p,
+                                      ctypes.POINTER(Counters)]
+    lib.upm_counters_free.argtypes = [ctypes.POINTER(Counters)]
+    return lib
+
+
+def c_counters(lib, d):
+    c = lib.Counters()
+    r = lib.upm_read_counters(d.encode(), ctypes.byref(c))
+    out = {c.c[i].name.decode(): c.c[i].value for i in range(c.nr)}
+    lib.upm_counters_free(ctypes.byref(c))
+    return r, out
+
+
+@test_without_upm
+def libupm_and_module_agree():
+    """Same "available", same counters, in C (libupm.so) and Python."""
+    lib = libupm()
+    if lib is None:
+        raise Skip("no libupm.so (scripts/build-tools.sh builds it)")
+    with tempfile.TemporaryDirectory() as fake:
+        os.environ["UPM_ROOT"] = fake
+        try:
+            assert lib.upm_available() == -errno.ENOSYS
+            assert not upm.available()
+            cnt = os.path.join(fake, "sys/kernel/mm/upm")
+            os.makedirs(os.path.join(cnt, "subdir"))
+            for name, text in (("calls", "7\n"), ("pages_copied", "0\n"),
+                               ("candidates_dropped", "-2\n"),
+                               ("merge_policy", "[domain] global\n"),
+                               ("empty", "")):
+                with open(os.path.join(cnt, name), "w") as f:
+                    f.write(text)
+            assert lib.upm_available() == 0
+            assert upm.available()
+            want = {"calls": 7, "pages_copied": 0, "candidates_dropped": -2}
+            r, got = c_counters(lib, "/sys/kernel/mm/upm")
+            assert r == 0 and got == want, (r, got)
+            assert upm.read_counters("/sys/kernel/mm/upm") == want
+            assert upm.read_global() == {"upm": want, "ksm": {}}
+            r, got = c_counters(lib, "/sys/none")
+            assert r == -errno.ENOENT and got == {}, (r, got)
             try:
-                os.rmdir(cg)
-                break
-            except OSError:
-                time.sleep(0.1)
+                upm.read_counters("/sys/none")
+            except FileNotFoundError:
+                pass
+            else:
+                raise AssertionError("a missing directory read as empty")
+        finally:
+            del os.environ["UPM_ROOT"]
+    if upm.available():     # the real directory, read by both
+        d = "/sys/kernel/mm/upm"
+        r, got = c_counters(lib, d)
+        py = upm.read_counters(d)
+        assert r == 0 and set(got) == set(py), (got, py)
+        assert got["index_buckets"] == py["index_buckets"]
+
+
+@test_without_upm
+def remove_cgroup_kills_and_removes():
+    """upm.remove_cgroup() kills what runs in the cgroup, then rmdirs it."""
+    root = cgroup2_root()
+    if os.geteuid() != 0 or not root:
+        raise Skip("needs root and a cgroup2 file system")
+    cg = os.path.join(root, "upm-rm-test-%d" % os.getpid())
+    try:
+        os.mkdir(cg)
+    except OSError as e:
+        raise Skip("cannot create %s: %s" % (cg, e.strerror))
+    p = subprocess.Popen(["sleep", "600"])
+    try:
+        with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+            f.write("%d\n" % p.pid)
+        if not os.path.exists(os.path.join(cg, "cgroup.kill")):
+            p.kill()        # before Linux 5.14 the caller kills
+        upm.remove_cgroup(cg)
+        assert not os.path.exists(cg), cg
+        assert p.wait() == -signal.SIGKILL, p.returncode
+        upm.remove_cgroup(cg)       # gone already: not an error
+    finally:
+        p.kill()
+        p.wait()
+        if os.path.isdir(cg):
+            os.rmdir(cg)
 
 
 def main():
