@@ -568,14 +568,16 @@ def remove_cgroup_kills_and_removes():
             os.rmdir(cg)
 
 
-def main():
+def main(tests=None, no_upm_ok=NO_UPM_OK):
+    """Run tests (this file's by default) as TAP; 1 if one failed."""
+    tests = results if tests is None else tests
     print("TAP version 13")
-    print("1..%d" % len(results))
+    print("1..%d" % len(tests))
     print("# upm module: %s" % upm.__file__)
     has_upm = upm.available()
     bad = 0
-    for i, fn in enumerate(results, 1):
-        if not has_upm and fn not in NO_UPM_OK:
+    for i, fn in enumerate(tests, 1):
+        if not has_upm and fn not in no_upm_ok:
             print("ok %d %s # SKIP kernel has no UPM" % (i, fn.__name__))
             continue
         try:
@@ -587,7 +589,7 @@ def main():
             bad += 1
             print("# %s: %r" % (fn.__name__, e))
             print("not ok %d %s" % (i, fn.__name__))
-    print("# Totals: pass:%d fail:%d" % (len(results) - bad, bad))
+    print("# Totals: pass:%d fail:%d" % (len(tests) - bad, bad))
     return 1 if bad else 0
 
 
