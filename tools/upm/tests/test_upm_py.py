@@ -228,6 +228,14 @@ def upmctl_domains():
         p.wait()
     r = upmctl("domain", str(os.getpid()))
     assert "merge domain 0 (default" in r.stdout, r.stdout
+    # exec --domain: the same as run, the command's own exit status
+    r = subprocess.run([sys.executable, UPMCTL, "exec", "--domain", "78",
+                        "--", sys.executable, "-c", code.replace(
+                            "sys.stdin.read()", "sys.exit(5)")],
+                       capture_output=True, text=True)
+    assert r.returncode == 5 and r.stdout.strip() == "78", r
+    r = upmctl("exec", "--domain", "78", "--", "/nonexistent/cmd")
+    assert r.returncode == 127 and "cannot execute" in r.stderr, r
     # Joining a domain needs CAP_SYS_ADMIN: nobody (65534) gets EPERM
     r = subprocess.run([sys.executable, "-c",
                         "import os, sys; sys.path.insert(0, %r); import upm\n"
@@ -285,7 +293,8 @@ def upmctl_usage_and_help():
     """--help exits 0 and lists the exit codes; bad usage exits 2."""
     for args in (["--help"], ["-h"], ["status", "--help"], ["ps", "--help"],
                  ["show", "--help"], ["advise", "--help"],
-                 ["domain", "--help"], ["run", "--help"]):
+                 ["domain", "--help"], ["run", "--help"],
+                 ["exec", "--help"]):
         r = upmctl(*args)
         assert r.returncode == 0, (args, r.returncode, r.stderr)
         assert "usage: upmctl" in r.stdout, (args, r.stdout)
@@ -296,7 +305,9 @@ def upmctl_usage_and_help():
     assert "--cgroup PATH" in upmctl("advise", "--help").stdout
     for args in (["show"], ["show", "x"], ["show", "-5"], ["advise"],
                  ["advise", "1", "--cgroup", "/nonexistent"], ["run", "5"],
-                 ["run", "x", "true"], ["frobnicate"], ["status", "extra"]):
+                 ["run", "x", "true"], ["frobnicate"], ["status", "extra"],
+                 ["run", "2147483648", "true"], ["exec", "true"],
+                 ["exec", "--domain", "5"], ["exec", "--domain", "5", "--"]):
         r = upmctl(*args)
         assert r.returncode == 2, (args, r.returncode, r.stderr)
         assert "usage:" in r.stderr, (args, r.stderr)
