@@ -40,7 +40,8 @@ python3 "$TOP"/scripts/bench-report.py "$run/records.jsonl" \
 	flavour=release guest="QEMU TCG (emulated)" guest_mem="$MEM" \
 	guest_cpus="$CPUS" host_cores="$(nproc)" \
 	host_load_before="$load0" host_load_after="$load1" \
-	benches="${BENCHES:-all}" complete="$([ $rc = 0 ] && echo yes || echo no)" ||
+	benches="${BENCHES:-all}" \
+	complete="$([ $rc = 0 ] && echo yes || echo no)" ||
 	die "cannot write the results"
 cp "$BUILD/bench/results.json" "$run/results.json"
 [ $rc = 0 ] ||

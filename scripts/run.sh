@@ -24,8 +24,8 @@ step "Density experiment in the $FLAVOUR kernel: modes none, upm," \
 	"KSM waits at most ${cap}s per point"
 info "the guest is emulated (QEMU TCG): times are not native times"
 MEM=${MEM:-6G} TIMEOUT=${TIMEOUT:-5400} OUT=$out/guest \
-	"$TOP"/scripts/vm.sh "FLAVOUR=$FLAVOUR PYTHONPATH=$TOP/tools/upm/python \
-$py $TOP/tools/upm/density/density.py \
+	"$TOP"/scripts/vm.sh "FLAVOUR=$FLAVOUR \
+PYTHONPATH=$TOP/tools/upm/python $py $TOP/tools/upm/density/density.py \
 $out/model \$UPM_OUT/density.json --counts $counts --ksm-counts $ksm_counts \
 --ksm-cap $cap"
 rc=$?

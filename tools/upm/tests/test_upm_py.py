@@ -398,6 +398,19 @@ def cgroup2_root():
     return None
 
 
+def make_cgroup(name):
+    """A new cgroup name-<pid> at the cgroup2 root; Skip if there is none."""
+    root = cgroup2_root()
+    if os.geteuid() != 0 or not root:
+        raise Skip("needs root and a cgroup2 file system")
+    cg = os.path.join(root, "%s-%d" % (name, os.getpid()))
+    try:
+        os.mkdir(cg)
+    except OSError as e:
+        raise Skip("cannot create %s: %s" % (cg, e.strerror))
+    return cg
+
+
 VICTIM = ("import mmap,random,ctypes,sys\n"
           "m=mmap.mmap(-1,%d,flags=mmap.MAP_PRIVATE)\n"
           "m[:]=random.Random(int(sys.argv[1])).randbytes(len(m))\n"
@@ -408,18 +421,9 @@ VICTIM = ("import mmap,random,ctypes,sys\n"
 @test
 def upmctl_advise_cgroup():
     """advise --cgroup advises every process of the cgroup (root only)."""
-    if os.geteuid() != 0:
-        raise Skip("not root: cannot create a cgroup")
     if not os.path.exists("/sys/kernel/mm/upm/merge_policy"):
         raise Skip("kernel without remote advice")
-    root = cgroup2_root()
-    if not root:
-        raise Skip("no cgroup2 file system mounted")
-    cg = os.path.join(root, "upm-test-%d" % os.getpid())
-    try:
-        os.mkdir(cg)
-    except OSError as e:
-        raise Skip("cannot create %s: %s" % (cg, e.strerror))
+    cg = make_cgroup("upm-test")
     procs = []
     try:
         t, taddr = start_twin(2468)     # enters its pages (stable)
@@ -554,14 +558,7 @@ def libupm_and_module_agree():
 @test_without_upm
 def remove_cgroup_kills_and_removes():
     """upm.remove_cgroup() kills what runs in the cgroup, then rmdirs it."""
-    root = cgroup2_root()
-    if os.geteuid() != 0 or not root:
-        raise Skip("needs root and a cgroup2 file system")
-    cg = os.path.join(root, "upm-rm-test-%d" % os.getpid())
-    try:
-        os.mkdir(cg)
-    except OSError as e:
-        raise Skip("cannot create %s: %s" % (cg, e.strerror))
+    cg = make_cgroup("upm-rm-test")
     p = subprocess.Popen(["sleep", "600"])
     try:
         with open(os.path.join(cg, "cgroup.procs"), "w") as f:
