@@ -10,17 +10,16 @@ set -uo pipefail
 . "$(dirname "$0")/common.sh"
 export FLAVOUR=release
 export MEM=${MEM:-8G} CPUS=${CPUS:-2} TIMEOUT=${TIMEOUT:-5400}
-inc=$("$TOP"/scripts/headers.sh | tail -n 1) || die "no patched UAPI headers"
-mkdir -p "$BUILD/tools" "$BUILD/bench"
-gcc -O2 -Wall -isystem "$inc" -o "$BUILD/tools/upm_bench" \
-	"$TOP/tools/upm/bench/upm_bench.c" ||
-	die "cannot build tools/upm/bench/upm_bench.c"
+mkdir -p "$BUILD/bench"
+# upm_bench links libupm.a: tools/upm/Makefile builds both
+"$TOP"/scripts/build-tools.sh || die "cannot build tools/upm/bench/upm_bench.c"
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 run=$BUILD/bench/run-$stamp
 mkdir -p "$run"
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
-step "UPM benchmarks on the release kernel (emulated guest: only ratios mean something)"
+step "UPM benchmarks on the release kernel" \
+	"(emulated guest: only ratios mean something)"
 info "host load average before: $load0 ($(nproc) host cores, shared)"
 # UPM_BENCH_* settings reach the guest through the job script.
 envs=
@@ -41,7 +40,9 @@ python3 "$TOP"/scripts/bench-report.py "$run/records.jsonl" \
 	flavour=release guest="QEMU TCG (emulated)" guest_mem="$MEM" \
 	guest_cpus="$CPUS" host_cores="$(nproc)" \
 	host_load_before="$load0" host_load_after="$load1" \
-	benches="${BENCHES:-all}" complete="$([ $rc = 0 ] && echo yes || echo no)" ||
+	benches="${BENCHES:-all}" \
+	complete="$([ $rc = 0 ] && echo yes || echo no)" ||
 	die "cannot write the results"
 cp "$BUILD/bench/results.json" "$run/results.json"
-[ $rc = 0 ] || die "the benchmark run failed (status $rc); partial results above"
+[ $rc = 0 ] ||
+	die "the benchmark run failed (status $rc); partial results above"

@@ -9,4 +9,5 @@ step "UPM demo in the $FLAVOUR kernel (emulated guest: times are not native)"
 "$TOP"/scripts/vm.sh "cat /sys/kernel/mm/upm/index_buckets >/dev/null && \
 echo 'UPM is in this kernel: /sys/kernel/mm/upm/' && \
 $BUILD/tools/upm_demo ${SIZE_MIB:-64}; rc=\$?; \
-echo '/sys/kernel/mm/upm:'; cd /sys/kernel/mm/upm && grep . * | sed 's/^/  /'; exit \$rc"
+echo '/sys/kernel/mm/upm:'; \
+cd /sys/kernel/mm/upm && grep . * | sed 's/^/  /'; exit \$rc"

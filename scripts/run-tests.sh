@@ -48,7 +48,8 @@ echo "Cases by kind:"
 kinds "KUnit (upm_index)" 'kunit:'
 kinds "UPM functional (upm_tests)" 'upm_tests:'
 kinds "tenant isolation (upm_domain_tests)" 'upm_domain_tests:'
-kinds "user-space helpers (upm_lib_tests, upm_python)" 'upm_lib_tests:|upm_python:'
+kinds "user-space helpers (tools/upm)" \
+	'upm_lib_tests:|upm_python:|upm_container:'
 kinds "fault matrix (upm_matrix mx.*)" 'upm_matrix: [0-9]+ mx\.([^r]|r[^a]|ra[^c])'
 kinds "races (upm_matrix mx.race_*)" 'upm_matrix: [0-9]+ mx\.race_'
 kinds "bad input (upm_matrix bad.*)" 'upm_matrix: [0-9]+ bad\.'

@@ -19,19 +19,24 @@ step "Writing the model weights (once) into $out/model"
 $py "$TOP/tools/upm/density/gen_model.py" "$out/model" ||
 	die "cannot write the model (is python3-numpy installed? make deps)"
 rm -rf "$out/guest"
-step "Density experiment in the $FLAVOUR kernel: modes none, upm, ksm-full (counts $counts), ksm (counts $ksm_counts); KSM waits at most ${cap}s per point"
+step "Density experiment in the $FLAVOUR kernel: modes none, upm," \
+	"ksm-full (counts $counts), ksm (counts $ksm_counts);" \
+	"KSM waits at most ${cap}s per point"
 info "the guest is emulated (QEMU TCG): times are not native times"
 MEM=${MEM:-6G} TIMEOUT=${TIMEOUT:-5400} OUT=$out/guest \
-	"$TOP"/scripts/vm.sh "FLAVOUR=$FLAVOUR $py $TOP/tools/upm/density/density.py \
+	"$TOP"/scripts/vm.sh "FLAVOUR=$FLAVOUR \
+PYTHONPATH=$TOP/tools/upm/python $py $TOP/tools/upm/density/density.py \
 $out/model \$UPM_OUT/density.json --counts $counts --ksm-counts $ksm_counts \
 --ksm-cap $cap"
 rc=$?
-[ -f "$out/guest/density.json" ] || die "the guest wrote no results (status $rc; console log: $BUILD/vm-console.log)"
+[ -f "$out/guest/density.json" ] || die "the guest wrote no results" \
+	"(status $rc; console log: $BUILD/vm-console.log)"
 cp "$out/guest/density.json" "$out/density.json"
 echo
 $py "$TOP/tools/upm/density/report.py" "$out/density.json" "$out/density.png" ||
 	die "cannot print or plot the results"
-[ "$rc" = 0 ] || echo "upm: warning: the guest run failed (status $rc): the results may be partial"
+[ "$rc" = 0 ] || echo "upm: warning: the guest run failed (status $rc):" \
+	"the results may be partial"
 echo "Results (JSON, schema in tools/upm/density/README): $out/density.json"
 echo "Plot: $out/density.png"
 exit "$rc"

@@ -182,6 +182,12 @@ run_rc "ksm_tests -N -m 1" ./ksm_tests -N -m 1
 run_rc "ksm_tests -N -m 0" ./ksm_tests -N -m 0
 run_tap cow ./cow
 
+# The container recipe of the admin guide (upm-exec, upmctl advise
+# --cgroup): tools/upm/tests/test_container.py, one TAP case per behaviour.
+UPM_TOOLS=$(dirname "$st")/tools run_tap upm_container python3 \
+	"$(cd "$(dirname "$0")/../.." && pwd)/tools/upm/tests/test_container.py"
+log_clean "upm container recipe"
+
 # Last, with every other test process gone: nothing may leak.
 cd "$st/upm" && run_tap upm_leakcheck ./upm_leakcheck
 echo "==> guest tests done: $(grep -c ^PASS "$res") passed, $(grep -c ^FAIL "$res") failed, $(grep -c ^SKIP "$res") skipped"

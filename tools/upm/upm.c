@@ -22,20 +22,8 @@
 
 #include "upm.h"
 
-#ifndef MADV_MERGEABLE
-#define MADV_MERGEABLE 12
-#endif
-/* The same numbers on every architecture but alpha */
-#ifndef SYS_pidfd_send_signal
-#define SYS_pidfd_send_signal 424
-#endif
-#ifndef SYS_pidfd_open
-#define SYS_pidfd_open 434
-#endif
-#ifndef SYS_process_madvise
-#define SYS_process_madvise 440
-#endif
 #define UPM_IOV_MAX 1024
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 static void upm_path(char *buf, size_t size, const char *path)
 {
@@ -49,9 +37,9 @@ const char *upm_strerror(int err)
 	if (err < 0)
 		err = -err;
 	if (err == ENOSYS)
-		return "kernel has no UPM (no /sys/kernel/mm/upm, or madvise rejects MADV_UPM_MERGEABLE)";
+		return "kernel has no UPM";
 	if (err == EOPNOTSUPP)
-		return "this kernel does not support remote UPM advice (process_madvise rejects MADV_UPM_MERGEABLE)";
+		return "this kernel does not support remote UPM advice";
 	return strerror(err);
 }
 
@@ -133,6 +121,24 @@ static double now(void)
 	return ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
+/*
+ * Make room for one more element of size @size in the array *@arr that
+ * holds @n of *@cap. Return 0 or -ENOMEM (*@arr is unchanged then).
+ */
+static int grow(void *arr, size_t n, size_t *cap, size_t size)
+{
+	void *q;
+
+	if (n < *cap)
+		return 0;
+	q = realloc(*(void **)arr, (*cap ? 2 * *cap : 64) * size);
+	if (!q)
+		return -ENOMEM;
+	*(void **)arr = q;
+	*cap = *cap ? 2 * *cap : 64;
+	return 0;
+}
+
 /* Is this /proc/<pid>/maps line a private anonymous writable mapping? */
 static int anon_writable(const char *line, unsigned long *start,
 			 unsigned long *end)
@@ -164,24 +170,16 @@ int upm_anon_ranges(pid_t pid, struct upm_range **ranges, size_t *nr)
 	if (pid)
 		snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
 	else
-		strcpy(path, "/proc/self/maps");
+		snprintf(path, sizeof(path), "/proc/self/maps");
 	f = fopen(path, "r");
 	if (!f)
 		return errno == ENOENT ? -ESRCH : -errno;
 	while (getline(&line, &lsize, f) > 0) {
 		if (!anon_writable(line, &start, &end))
 			continue;
-		if (n == cap) {
-			void *q;
-
-			cap = cap ? 2 * cap : 64;
-			q = realloc(r, cap * sizeof(*r));
-			if (!q) {
-				ret = -ENOMEM;
-				break;
-			}
-			r = q;
-		}
+		ret = grow(&r, n, &cap, sizeof(*r));
+		if (ret)
+			break;
 		r[n].start = start;
 		r[n].end = end;
 		n++;
@@ -353,36 +351,59 @@ static int counter_cmp(const void *a, const void *b)
 		      ((const struct upm_counter *)b)->name);
 }
 
+void upm_counters_free(struct upm_counters *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->nr; i++)
+		free(c->c[i].name);
+	free(c->c);
+	c->c = NULL;
+	c->nr = 0;
+}
+
 int upm_read_counters(const char *dir, struct upm_counters *c)
 {
-	struct upm_counter *x;
+	struct upm_counter x;
+	size_t cap = 0;
 	char path[4096];
 	struct dirent *d;
+	int ret = 0;
 	DIR *dp;
 
 	c->nr = 0;
+	c->c = NULL;
 	upm_path(path, sizeof(path), dir);
 	dp = opendir(path);
 	if (!dp)
 		return -errno;
-	while ((d = readdir(dp)) && c->nr < UPM_MAX_COUNTERS) {
-		x = &c->c[c->nr];
-		if (d->d_name[0] == '.' || strlen(d->d_name) >= sizeof(x->name))
+	while ((d = readdir(dp))) {
+		if (d->d_name[0] == '.')
 			continue;
 		/* write-only, non-numeric files and directories are left out */
-		if (read_integer(dirfd(dp), d->d_name, &x->value))
+		if (read_integer(dirfd(dp), d->d_name, &x.value))
 			continue;
-		strcpy(x->name, d->d_name);
-		c->nr++;
+		x.name = strdup(d->d_name);
+		if (!x.name || grow(&c->c, c->nr, &cap, sizeof(x))) {
+			free(x.name);
+			ret = -ENOMEM;
+			break;
+		}
+		c->c[c->nr++] = x;
 	}
 	closedir(dp);
-	qsort(c->c, c->nr, sizeof(c->c[0]), counter_cmp);
+	if (ret) {
+		upm_counters_free(c);
+		return ret;
+	}
+	if (c->nr)
+		qsort(c->c, c->nr, sizeof(c->c[0]), counter_cmp);
 	return 0;
 }
 
 long upm_counter(const struct upm_counters *c, const char *name)
 {
-	unsigned int i;
+	size_t i;
 
 	for (i = 0; i < c->nr; i++)
 		if (!strcmp(c->c[i].name, name))
@@ -390,45 +411,27 @@ long upm_counter(const struct upm_counters *c, const char *name)
 	return -1;
 }
 
+void upm_global_free(struct upm_global *g)
+{
+	upm_counters_free(&g->upm);
+	upm_counters_free(&g->ksm);
+}
+
 int upm_read_global(struct upm_global *g)
 {
-	static const struct {
-		const char *name;
-		size_t off;
-	} u[] = {
-#define U(f) { #f, offsetof(struct upm_global, f) }
-		U(calls), U(pages_advised), U(pages_merged),
-		U(pages_stable_new), U(pages_zero), U(pages_copied),
-		U(pages_candidate), U(candidates_dropped),
-		U(skipped_absent), U(skipped_ksm), U(skipped_pinned),
-		U(skipped_thp), U(skipped_busy), U(skipped_nomem),
-		U(skipped_disabled), U(hash_collisions), U(time_ns),
-		U(index_entries), U(index_candidates), U(index_buckets),
-#undef U
-	}, k[] = {
-#define K(f) { #f, offsetof(struct upm_global, ksm_##f) }
-		K(run), K(pages_shared), K(pages_sharing), K(pages_unshared),
-		K(pages_volatile), K(full_scans), K(general_profit),
-		K(pages_to_scan), K(sleep_millisecs),
-#undef K
-		/* the file is called ksm_zero_pages too */
-		{ "ksm_zero_pages",
-		  offsetof(struct upm_global, ksm_zero_pages) },
-	};
-	size_t i;
 	int ret;
 
-	upm_read_counters("/sys/kernel/mm/ksm", &g->ksm);
+	g->ksm.nr = 0;
+	g->ksm.c = NULL;
 	ret = upm_read_counters("/sys/kernel/mm/upm", &g->upm);
-	for (i = 0; i < sizeof(u) / sizeof(u[0]); i++)
-		*(long *)((char *)g + u[i].off) = upm_counter(&g->upm,
-							      u[i].name);
-	for (i = 0; i < sizeof(k) / sizeof(k[0]); i++)
-		*(long *)((char *)g + k[i].off) = upm_counter(&g->ksm,
-							      k[i].name);
-	if (ret == -ENOENT)
-		return -ENOSYS;
-	return ret ? ret : upm_available();
+	if (ret && ret != -ENOENT)
+		return ret;
+	/* A kernel without KSM has no ksm directory: no KSM counters */
+	if (upm_read_counters("/sys/kernel/mm/ksm", &g->ksm) == -ENOMEM) {
+		upm_counters_free(&g->upm);
+		return -ENOMEM;
+	}
+	return ret ? -ENOSYS : upm_available();
 }
 
 static void read_comm(pid_t pid, char *comm, size_t size)
@@ -468,7 +471,7 @@ int upm_read_process(pid_t pid, struct upm_process *p)
 
 	p->pid = pid;
 	p->comm[0] = 0;
-	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+	for (i = 0; i < ARRAY_SIZE(keys); i++)
 		*(long *)((char *)p + keys[i].off) = -1;
 	snprintf(rel, sizeof(rel), "/proc/%d/ksm_stat", (int)pid);
 	upm_path(path, sizeof(path), rel);
@@ -487,7 +490,7 @@ int upm_read_process(pid_t pid, struct upm_process *p)
 	while (fgets(line, sizeof(line), f)) {
 		if (sscanf(line, "%63s %ld", key, &v) != 2)
 			continue;
-		for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+		for (i = 0; i < ARRAY_SIZE(keys); i++)
 			if (!strcmp(key, keys[i].key))
 				*(long *)((char *)p + keys[i].off) = v;
 	}
@@ -533,17 +536,10 @@ int upm_processes(struct upm_process **procs, size_t *nr)
 		/* gone, or not ours to read */
 		if (upm_read_process(pid, &cur) || !process_counts(&cur))
 			continue;
-		if (n == cap) {
-			void *q;
-
-			cap = cap ? 2 * cap : 64;
-			q = realloc(p, cap * sizeof(*p));
-			if (!q) {
-				closedir(dp);
-				free(p);
-				return -ENOMEM;
-			}
-			p = q;
+		if (grow(&p, n, &cap, sizeof(*p))) {
+			closedir(dp);
+			free(p);
+			return -ENOMEM;
 		}
 		p[n++] = cur;
 	}

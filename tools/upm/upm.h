@@ -17,21 +17,34 @@
  *                            pidfd_open() and process_madvise(); needs
  *                            CAP_SYS_NICE and ptrace read access.
  *   upm_anon_ranges(pid,..)  the ranges the advise_* calls take.
- *   upm_read_global(&g)      the counters in /sys/kernel/mm/{upm,ksm}.
+ *   upm_read_global(&g)      every integer file of /sys/kernel/mm/upm and
+ *                            /sys/kernel/mm/ksm, whatever the kernel has
+ *                            (upm_global_free() releases it).
  *   upm_read_counters(d,&c)  every integer file of directory d.
+ *   upm_counter(&c, name)    one counter of those, -1 if there is none.
+ *   upm_read_value(path,&v)  one number from one file.
  *   upm_read_process(pid,&p) /proc/<pid>/ksm_stat (KSM and UPM lines).
  *   upm_processes(&p, &n)    every process with a nonzero KSM/UPM count.
  *   upm_get_domain()         this process's explicit merge domain (0: none).
  *   upm_set_domain(id)       prctl(PR_SET_UPM_DOMAIN, id): 1..INT_MAX joins
  *                            a domain (needs CAP_SYS_ADMIN), 0 leaves it.
+ *   upm_strerror(err)        a message for the codes below.
+ *
+ * Python: available(), advise(), advise_self(), advise_self(ksm=True),
+ * advise_pid(), anon_ranges(), read_global() ({"upm": {...}, "ksm":
+ * {...}}), read_counters(), read_value(), read_process(), processes(),
+ * get_domain(), set_domain(); the errors below are OSError exceptions
+ * with the same errno (UPMUnavailable is ENOSYS, RemoteUnsupported is
+ * EOPNOTSUPP, ProcessLookupError is ESRCH).
  *
  * "Available" means the same here and in Python: the directory
- * /sys/kernel/mm/upm (under UPM_ROOT, see below) exists. It is a cheap
- * test that calls nothing; the advise_* calls and the domain calls check
- * it first and fail with -ENOSYS without it. An EINVAL from madvise() or
- * prctl() is also turned into -ENOSYS when UPM is not available, and for
- * madvise() when the kernel rejects MADV_UPM_MERGEABLE on one fresh
- * private anonymous page.
+ * /sys/kernel/mm/upm (under UPM_ROOT, see below) exists; upm_available()
+ * returns 0 then, available() True. It is a cheap test that calls
+ * nothing; upm_advise_self(), upm_advise_pid() and upm_read_global()
+ * check it first and fail with -ENOSYS without it. An EINVAL from
+ * madvise() or prctl() is also turned into -ENOSYS when UPM is not
+ * available, and for madvise() when the kernel rejects
+ * MADV_UPM_MERGEABLE on one fresh private anonymous page.
  *
  * Every function returns 0 (or a count, where said) on success or a
  * negative errno; none of them ever turns a failure into a silent no-op.
@@ -60,16 +73,21 @@
 
 #include <stddef.h>
 #include <sys/types.h>
+#include <linux/mman.h>
+#include <linux/prctl.h>
 
+/*
+ * The UAPI headers of a UPM kernel (make headers_install) define these;
+ * the values below, for older headers, are the provisional ones of
+ * Documentation/admin-guide/mm/upm.rst, kept in this one place.
+ */
 #ifndef MADV_UPM_MERGEABLE
-#define MADV_UPM_MERGEABLE 120	/* provisional value, see upm.rst */
+#define MADV_UPM_MERGEABLE 120
 #endif
-#ifndef PR_SET_UPM_DOMAIN	/* provisional values, see upm.rst */
+#ifndef PR_SET_UPM_DOMAIN
 #define PR_SET_UPM_DOMAIN 0x55504d53
 #define PR_GET_UPM_DOMAIN 0x55504d47
 #endif
-
-#define UPM_MAX_COUNTERS	64
 
 /* What upm_advise_self() or upm_advise_pid() did */
 struct upm_advise_result {
@@ -81,51 +99,22 @@ struct upm_advise_result {
 
 /* One file of a sysfs directory that holds an integer */
 struct upm_counter {
-	char name[48];
+	char *name;
 	long value;
 };
 
 /* The integer files of one directory, sorted by name */
 struct upm_counters {
-	unsigned int nr;
-	struct upm_counter c[UPM_MAX_COUNTERS];
+	size_t nr;
+	struct upm_counter *c;
 };
 
-/* Global counters; a counter the kernel does not have reads as -1 */
+/*
+ * Every integer file of /sys/kernel/mm/upm/ and /sys/kernel/mm/ksm/, as
+ * the running kernel has them: read one with upm_counter(&g.upm,
+ * "pages_merged"); a counter the kernel does not have reads as -1.
+ */
 struct upm_global {
-	/* /sys/kernel/mm/upm/ */
-	long calls;
-	long pages_advised;
-	long pages_merged;
-	long pages_stable_new;
-	long pages_zero;
-	long pages_copied;
-	long pages_candidate;
-	long candidates_dropped;
-	long skipped_absent;
-	long skipped_ksm;
-	long skipped_pinned;
-	long skipped_thp;
-	long skipped_busy;
-	long skipped_nomem;
-	long skipped_disabled;
-	long hash_collisions;
-	long time_ns;
-	long index_entries;
-	long index_candidates;
-	long index_buckets;
-	/* /sys/kernel/mm/ksm/ */
-	long ksm_run;
-	long ksm_pages_shared;
-	long ksm_pages_sharing;
-	long ksm_pages_unshared;
-	long ksm_pages_volatile;
-	long ksm_full_scans;
-	long ksm_zero_pages;
-	long ksm_general_profit;
-	long ksm_pages_to_scan;
-	long ksm_sleep_millisecs;
-	/* Every integer file of both directories, named or not above */
 	struct upm_counters upm;
 	struct upm_counters ksm;
 };
@@ -156,9 +145,12 @@ int upm_advise_self_ksm(struct upm_advise_result *res);
 int upm_advise_pid(pid_t pid, struct upm_advise_result *res);
 /* pid 0 is the caller; *ranges is malloc()ed (free() it), *nr set */
 int upm_anon_ranges(pid_t pid, struct upm_range **ranges, size_t *nr);
+/* -ENOSYS without /sys/kernel/mm/upm; g is valid (maybe empty) anyway */
 int upm_read_global(struct upm_global *g);
+void upm_global_free(struct upm_global *g);
 /* dir under UPM_ROOT, e.g. "/sys/kernel/mm/upm"; -ENOENT if it is missing */
 int upm_read_counters(const char *dir, struct upm_counters *c);
+void upm_counters_free(struct upm_counters *c);
 /* The value of counter name, -1 if c does not have it */
 long upm_counter(const struct upm_counters *c, const char *name);
 int upm_read_process(pid_t pid, struct upm_process *p);

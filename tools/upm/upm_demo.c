@@ -15,24 +15,17 @@
 #include <time.h>
 #include <unistd.h>
 
-#ifndef MADV_UPM_MERGEABLE
-#define MADV_UPM_MERGEABLE 120
-#endif
+#include "upm.h"
 
+/* A counter's value, -1 if the kernel does not have it */
 static long counter(const char *path)
 {
-	FILE *f = fopen(path, "r");
-	long v = -1;
+	long v;
 
-	if (f) {
-		if (fscanf(f, "%ld", &v) != 1)
-			v = -1;
-		fclose(f);
-	}
-	return v;
+	return upm_read_value(path, &v) ? -1 : v;
 }
 
-static long meminfo(const char *key)
+static long meminfo_kb(const char *key)
 {
 	char line[256];
 	long v = -1;
@@ -68,10 +61,13 @@ static char *make_copy(size_t size, uint64_t seed)
 static double advise(char *p, size_t size)
 {
 	struct timespec a, b;
+	int err;
 
 	clock_gettime(CLOCK_MONOTONIC, &a);
-	if (madvise(p, size, MADV_UPM_MERGEABLE)) {
-		perror("madvise(MADV_UPM_MERGEABLE) (kernel without UPM?)");
+	err = upm_advise(p, size);
+	if (err) {
+		fprintf(stderr, "upm_demo: madvise(MADV_UPM_MERGEABLE): %s\n",
+			upm_strerror(err));
 		exit(1);
 	}
 	clock_gettime(CLOCK_MONOTONIC, &b);
@@ -118,18 +114,19 @@ int main(int argc, char **argv)
 
 	sharing0 = counter("/sys/kernel/mm/ksm/pages_sharing");
 	merged0 = counter("/sys/kernel/mm/upm/pages_merged");
-	anon0 = meminfo("AnonPages:");
+	anon0 = meminfo_kb("AnonPages:");
 	t2 = advise(p, size);
 	sharing1 = counter("/sys/kernel/mm/ksm/pages_sharing");
 	merged1 = counter("/sys/kernel/mm/upm/pages_merged");
-	anon1 = meminfo("AnonPages:");
+	anon1 = meminfo_kb("AnonPages:");
 
-	printf("two processes x %zu MiB of the same random data (%zu pages each)\n",
-	       mib, pages);
+	printf("two processes x %zu MiB of the same random data ", mib);
+	printf("(%zu pages each)\n", pages);
 	printf("  first  madvise: %8.3f s (pages entered as candidates)\n", t1);
 	printf("  second madvise: %8.3f s (both copies merged)\n", t2);
-	printf("  pages_sharing up by %ld, upm pages_merged up by %ld (expected %zu)\n",
-	       sharing1 - sharing0, merged1 - merged0, pages);
+	printf("  pages_sharing up by %ld, upm pages_merged up by %ld",
+	       sharing1 - sharing0, merged1 - merged0);
+	printf(" (expected %zu)\n", pages);
 	printf("  AnonPages down by %ld MiB when the second call returned\n",
 	       (anon0 - anon1) / 1024);
 	/*
@@ -143,8 +140,8 @@ int main(int argc, char **argv)
 
 		tw = touch(p, size);
 		tp = touch(plain, size);
-		printf("  first write to every merged page: %8.3f s, to plain pages: %8.3f s (%.1fx)\n",
-		       tw, tp, tw / tp);
+		printf("  first write to every merged page: %8.3f s, ", tw);
+		printf("to plain pages: %8.3f s (%.1fx)\n", tp, tw / tp);
 		munmap(plain, size);
 	}
 	c = 'x';

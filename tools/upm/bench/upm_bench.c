@@ -41,25 +41,30 @@
 #include <unistd.h>
 #include <x86intrin.h>
 
-#ifndef MADV_UPM_MERGEABLE
-#define MADV_UPM_MERGEABLE 120
-#endif
+#include "upm.h"
 
 #define KSM "/sys/kernel/mm/ksm/"
 #define UPM "/sys/kernel/mm/upm/"
 #define MIB (1UL << 20)
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
 static FILE *out;
 static size_t pg;
+
+/* One line of progress to stderr: @prefix, then the message */
+static void say(const char *prefix, const char *fmt, va_list ap)
+{
+	fputs(prefix, stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
 
 static void die(const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	fputs("upm_bench: error: ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
+	say("upm_bench: error: ", fmt, ap);
 	va_end(ap);
 	exit(1);
 }
@@ -69,9 +74,7 @@ static void note(const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	fputs("  ", stderr);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
+	say("  ", fmt, ap);
 	va_end(ap);
 }
 
@@ -101,17 +104,12 @@ static long env_long(const char *name, long def)
 
 /* ---- kernel counters and tunables ---- */
 
+/* A counter or tunable (libupm), -1 if the kernel does not have it */
 static long rd(const char *path)
 {
-	FILE *f = fopen(path, "r");
-	long v = -1;
+	long v;
 
-	if (f) {
-		if (fscanf(f, "%ld", &v) != 1)
-			v = -1;
-		fclose(f);
-	}
-	return v;
+	return upm_read_value(path, &v) ? -1 : v;
 }
 
 static void wr(const char *path, long v)
@@ -163,9 +161,10 @@ static double per_gib(double cpu, long pages)
 static double ksmd_cpu(void)
 {
 	static char stat_path[64];
-	unsigned long ut, st;
-	char comm[32];
+	unsigned long ut = 0, st = 0;
+	char comm[32], line[512], *p;
 	FILE *f;
+	int n;
 
 	for (int pid = 2; !stat_path[0] && pid < 4096; pid++) {
 		char path[64];
@@ -182,13 +181,21 @@ static double ksmd_cpu(void)
 	f = stat_path[0] ? fopen(stat_path, "r") : NULL;
 	if (!f)
 		return -1;
-	/* pid (comm) state, then 10 fields before utime and stime */
-	if (fscanf(f, "%*d (%*[^)]) %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
-		   &ut, &st) != 2) {
-		fclose(f);
-		return -1;
-	}
+	line[0] = 0;
+	if (!fgets(line, sizeof(line), f))
+		line[0] = 0;
 	fclose(f);
+	/* After "pid (comm)": state is field 1, utime 12 and stime 13 */
+	p = strrchr(line, ')');
+	for (n = 0, p = p ? strtok(p + 1, " ") : NULL; p && n < 13;
+	     p = strtok(NULL, " ")) {
+		if (++n == 12)
+			ut = strtoul(p, NULL, 10);
+		else if (n == 13)
+			st = strtoul(p, NULL, 10);
+	}
+	if (n < 13)
+		return -1;
 	return (double)(ut + st) / sysconf(_SC_CLK_TCK);
 }
 
@@ -239,7 +246,7 @@ static void reset(void)
 	if (ksm_saved_knobs.smart >= 0)
 		wr(KSM "smart_scan", ksm_saved_knobs.smart);
 	if (rd(KSM "pages_shared") > 0 || rd(KSM "pages_sharing") > 0)
-		note("warning: KSM still reports merged pages after reset");
+		note("warning: KSM still reports merged pages (run=2 done)");
 }
 
 static void ksm_restore(void)
@@ -340,7 +347,7 @@ enum fill_kind {
 struct fill {
 	enum fill_kind kind;
 	size_t size;
-	int dup_pct;		/* FILL_TEMPLATE: % of pages from the template */
+	int dup_pct;		/* FILL_TEMPLATE: % of template pages */
 	uint64_t seed;		/* for the pages that are not duplicates */
 	uint64_t *hashes;	/* if set: page hashes written here (shared) */
 };
@@ -408,8 +415,7 @@ static void worker_main(const struct fill *f, int cmd, int rep)
 		r.start = now();
 		switch (c) {
 		case 'u':
-			if (madvise(p, f->size, MADV_UPM_MERGEABLE))
-				r.err = errno;
+			r.err = -upm_advise(p, f->size);
 			break;
 		case 'k':
 			if (madvise(p, f->size, MADV_MERGEABLE))
@@ -601,19 +607,22 @@ static void rec_end(void)
  * (@ge) or value <= limit (!@ge). @lower_bound: the value is only a lower
  * bound (a capped measurement), so a miss is UNDECIDED, not MISS.
  */
-static void target(const char *bench, const char *name, const char *unit,
+static void rec_target(const char *bench, const char *name, const char *unit,
 		   double value, int ge, double limit, int lower_bound)
 {
 	const char *v;
 
-	if (ge)
-		v = value >= limit ? "PASS" : lower_bound ? "UNDECIDED" : "MISS";
+	if (ge && value < limit)
+		v = lower_bound ? "UNDECIDED" : "MISS";
+	else if (ge)
+		v = "PASS";
 	else
 		v = value <= limit ? "PASS" : "MISS";
-	fprintf(out, "{\"target\": \"%s\", \"bench\": \"%s\", \"unit\": \"%s\", "
-		"\"measured\": %.6g, \"op\": \"%s\", \"limit\": %.6g, "
-		"\"lower_bound\": %s, \"verdict\": \"%s\"}\n", name, bench,
-		unit, value, ge ? ">=" : "<=", limit,
+	fprintf(out, "{\"target\": \"%s\", \"bench\": \"%s\", ", name, bench);
+	fprintf(out, "\"unit\": \"%s\", \"measured\": %.6g, ", unit, value);
+	fprintf(out, "\"op\": \"%s\", \"limit\": %.6g, ", ge ? ">=" : "<=",
+		limit);
+	fprintf(out, "\"lower_bound\": %s, \"verdict\": \"%s\"}\n",
 		lower_bound ? "true" : "false", v);
 	fflush(out);
 	note("target %s: %.3g %s %s %.3g: %s", name, value, unit,
@@ -685,8 +694,9 @@ static void bench_time_to_savings(void)
 
 	if (!w || h == MAP_FAILED)
 		die("out of memory");
-	fprintf(stderr, "== 1. time to savings: %d processes x %zu MiB of the same random data\n",
+	fprintf(stderr, "== 1. time to savings: %d processes x %zu MiB",
 		n, size / MIB);
+	fputs(" of the same random data\n", stderr);
 	nsv = safe_values(sv);
 	for (int s = 0; s < nsv; s++) {
 		long m0, b0, saved, merged;
@@ -723,14 +733,16 @@ static void bench_time_to_savings(void)
 		rec_num("percent_of_ideal", ideal ? 100.0 * saved / ideal : 0);
 		rec_safe(sv[s]);
 		rec_end();
-		note("UPM (safe_frames=%s): last advise returned after %.3f s, %ld of %zu ideal pages saved",
-		     sv[s] < 0 ? "n/a" : sv[s] ? "1" : "0", t, saved, ideal);
+		note("UPM (safe_frames=%s): last advise after %.3f s,",
+		     sv[s] < 0 ? "n/a" : sv[s] ? "1" : "0", t);
+		note("  %ld of %zu ideal pages saved", saved, ideal);
 		if (s == 0) {
 			t_upm = t;
 			upm_saved = saved;
 			upm_cpu_gib = saved ? per_gib(cpu, saved) : 0;
-			target("time_to_savings", "savings_at_return_vs_ideal",
-			       "%", ideal ? 100.0 * saved / ideal : 0, 1, 99, 0);
+			rec_target("time_to_savings",
+				   "savings_at_return_vs_ideal", "%",
+				   ideal ? 100.0 * saved / ideal : 0, 1, 99, 0);
 		}
 	}
 	safe_set(safe_default);
@@ -767,8 +779,9 @@ static void bench_time_to_savings(void)
 	rec_num("percent_of_ideal", ideal ? 100.0 * seq_saved / ideal : 0);
 	rec_safe(safe_default);
 	rec_end();
-	note("UPM one after another: %.3f s of madvise in all (%.2fx the read passes), %ld pages saved",
-	     t_seq, t_seq / t_read, seq_saved);
+	note("UPM one after another: %.3f s of madvise in all", t_seq);
+	note("  (%.2fx the read passes), %ld pages saved", t_seq / t_read,
+	     seq_saved);
 
 	for (int full = 0; full < 2; full++) {
 		double cap = full ? cap_full : cap_def, t0, t, c0, cpu;
@@ -805,7 +818,8 @@ static void bench_time_to_savings(void)
 		if (full && c0 >= 0 && ksm_saved() > b0)
 			ksm_cpu_gib = per_gib(cpu, ksm_saved() - b0);
 		rec_int("goal_pages", goal);
-		rec_num("saving_percent", 100.0 * (ksm_saved() - b0) / (n * np));
+		rec_num("saving_percent",
+			100.0 * (ksm_saved() - b0) / (n * np));
 		rec_int("full_scans", rd(KSM "full_scans") - fs0);
 		rec_int("sleep_millisecs", rd(KSM "sleep_millisecs"));
 		rec_int("pages_to_scan", rd(KSM "pages_to_scan"));
@@ -819,22 +833,34 @@ static void bench_time_to_savings(void)
 	}
 	reset();
 	/* fabs(): a capped KSM time is stored as -cap, a lower bound */
-	target("time_to_savings", "speedup_vs_ksm_defaults", "x",
-	       fabs(t_ksm[0]) / t_upm, 1, 100, t_ksm[0] < 0);
-	target("time_to_savings", "speedup_vs_ksm_full", "x",
-	       fabs(t_ksm[1]) / t_upm, 1, 8, t_ksm[1] < 0);
-	target("time_to_savings", "one_after_another_vs_ksm_defaults", "x",
-	       fabs(t_ksm[0]) / t_seq, 1, 100, t_ksm[0] < 0);
-	target("time_to_savings", "one_after_another_vs_ksm_full", "x",
-	       fabs(t_ksm[1]) / t_seq, 1, 8, t_ksm[1] < 0);
+	rec_target("time_to_savings", "speedup_vs_ksm_defaults", "x",
+		   fabs(t_ksm[0]) / t_upm, 1, 100, t_ksm[0] < 0);
+	rec_target("time_to_savings", "speedup_vs_ksm_full", "x",
+		   fabs(t_ksm[1]) / t_upm, 1, 8, t_ksm[1] < 0);
+	rec_target("time_to_savings", "one_after_another_vs_ksm_defaults", "x",
+		   fabs(t_ksm[0]) / t_seq, 1, 100, t_ksm[0] < 0);
+	rec_target("time_to_savings", "one_after_another_vs_ksm_full", "x",
+		   fabs(t_ksm[1]) / t_seq, 1, 8, t_ksm[1] < 0);
 	if (upm_cpu_gib > 0 && ksm_cpu_gib > 0)
-		target("time_to_savings", "cpu_per_gib_saved_ksm_full_vs_upm",
-		       "x", ksm_cpu_gib / upm_cpu_gib, 1, 8, 0);
+		rec_target("time_to_savings",
+			   "cpu_per_gib_saved_ksm_full_vs_upm", "x",
+			   ksm_cpu_gib / upm_cpu_gib, 1, 8, 0);
 	munmap(h, n * np * 8);
 	free(w);
 }
 
 /* ---- 2. throughput ---- */
+
+/* A throughput record of one advise of @size bytes taking @t seconds */
+static void rec_advise(size_t size, const char *op, double t, double read)
+{
+	rec_begin("throughput", "upm");
+	rec_int("memory_bytes", size);
+	rec_str("op", op);
+	rec_num("seconds", t);
+	rec_num("mib_per_s", size / MIB / t);
+	rec_num("vs_read_pass", t / read);
+}
 
 static void bench_throughput(void)
 {
@@ -846,8 +872,9 @@ static void bench_throughput(void)
 	long sv[2], nsv;
 	double upm_both = 0;
 
-	fprintf(stderr, "== 2. throughput: 2 processes x %zu MiB of the same random data\n",
+	fprintf(stderr, "== 2. throughput: 2 processes x %zu MiB",
 		size / MIB);
+	fputs(" of the same random data\n", stderr);
 	nsv = safe_values(sv);
 	for (int s = 0; s < nsv; s++) {
 		double rd1, t1, rd2, t2;
@@ -873,40 +900,33 @@ static void bench_throughput(void)
 		rec_num("seconds_first_process", rd1);
 		rec_safe(sv[s]);
 		rec_end();
-		rec_begin("throughput", "upm");
-		rec_int("memory_bytes", size);
-		rec_str("op", "first_advise");
-		rec_num("seconds", t1);
-		rec_num("mib_per_s", size / MIB / t1);
-		rec_num("vs_read_pass", t1 / rd1);
+		rec_advise(size, "first_advise", t1, rd1);
 		rec_safe(sv[s]);
 		rec_end();
-		rec_begin("throughput", "upm");
-		rec_int("memory_bytes", size);
-		rec_str("op", "merging_advise");
-		rec_num("seconds", t2);
-		rec_num("mib_per_s", size / MIB / t2);
-		rec_num("vs_read_pass", t2 / rd2);
+		rec_advise(size, "merging_advise", t2, rd2);
 		rec_int("pages_saved", b0);
 		rec_num("saving_percent", 100.0 * b0 / np);
 		rec_safe(sv[s]);
 		rec_end();
-		note("safe_frames=%s: read pass %.3f s, first advise %.3f s (%.2fx), merging advise %.3f s (%.2fx)",
-		     sv[s] < 0 ? "n/a" : sv[s] ? "1" : "0", rd2, t1, t1 / rd1, t2, t2 / rd2);
+		note("safe_frames=%s: read pass %.3f s,",
+		     sv[s] < 0 ? "n/a" : sv[s] ? "1" : "0", rd2);
+		note("  first advise %.3f s (%.2fx)", t1, t1 / rd1);
+		note("  merging advise %.3f s (%.2fx)", t2, t2 / rd2);
 		if (s == 0) {
 			upm_both = t1 + t2;
-			target("throughput", "first_advise_vs_read_pass", "x",
-			       t1 / rd1, 0, 1.5, 0);
-			target("throughput", "merging_advise_vs_read_pass", "x",
-			       t2 / rd2, 0, 3, 0);
+			rec_target("throughput", "first_advise_vs_read_pass",
+				   "x", t1 / rd1, 0, 1.5, 0);
+			rec_target("throughput",
+				   "merging_advise_vs_read_pass", "x",
+				   t2 / rd2, 0, 3, 0);
 		}
 	}
 	if (nsv == 1) {
 		rec_begin("throughput", "upm");
 		rec_str("op", "safe_frames_cost");
-		rec_str("skipped", "no /sys/kernel/mm/upm/safe_frames in this kernel");
+		rec_str("skipped", "no " UPM "safe_frames in this kernel");
 		rec_end();
-		note("safe_frames: no /sys/kernel/mm/upm/safe_frames in this kernel: its cost is not measured");
+		note("safe_frames: not in this kernel, cost not measured");
 	}
 	safe_set(safe_default);
 
@@ -938,8 +958,9 @@ static void bench_throughput(void)
 			rec_num("upm_speedup", t / upm_both);
 		}
 		rec_end();
-		note("KSM full speed: %s%.2f s for both copies; UPM both calls %.3f s",
-		     t < 0 ? "> " : "", t < 0 ? cap : t, upm_both);
+		note("KSM full speed: %s%.2f s for both copies;",
+		     t < 0 ? "> " : "", t < 0 ? cap : t);
+		note("  UPM both calls %.3f s", upm_both);
 	}
 	reset();
 }
@@ -956,8 +977,8 @@ static void bench_scaling(void)
 
 	snprintf(buf, sizeof(buf), "%s",
 		 list && *list ? list : "16 64 256 1024 2048");
-	fprintf(stderr, "== 3. scaling: one process, second half a copy of the first (%s MiB)\n",
-		buf);
+	fprintf(stderr, "== 3. scaling: one process, second half a copy");
+	fprintf(stderr, " of the first (%s MiB)\n", buf);
 	for (tok = strtok_r(buf, " ,", &save); tok;
 	     tok = strtok_r(NULL, " ,", &save)) {
 		long mib = atol(tok);
@@ -994,8 +1015,9 @@ static void bench_scaling(void)
 		rec_num("vs_smallest", ns / base);
 		rec_int("pages_merged", merged);
 		rec_end();
-		note("%5ld MiB: %.0f ns/page (read pass %.0f ns/page), %.2fx the smallest, %ld merged",
-		     mib, ns, rns, ns / base, merged);
+		note("%5ld MiB: %.0f ns/page (read pass %.0f ns/page),",
+		     mib, ns, rns);
+		note("  %.2fx the smallest, %ld merged", ns / base, merged);
 		last_mib = mib;
 		last = ns;
 	}
@@ -1005,7 +1027,7 @@ static void bench_scaling(void)
 
 		snprintf(name, sizeof(name), "per_page_cost_%ldMiB_vs_smallest",
 			 last_mib);
-		target("scaling", name, "x", last / base, 0, 1.2, 0);
+		rec_target("scaling", name, "x", last / base, 0, 1.2, 0);
 	}
 }
 
@@ -1019,8 +1041,8 @@ static void bench_content_mix(void)
 	struct worker r;
 	static const char * const names[] = { "0%", "50%", "100%", "zero" };
 
-	fprintf(stderr, "== 4. content mix: %zu MiB advised against a %zu MiB advised reference\n",
-		size / MIB, size / MIB);
+	fprintf(stderr, "== 4. content mix: %zu MiB advised", size / MIB);
+	fprintf(stderr, " against a %zu MiB advised reference\n", size / MIB);
 	reset();
 	r = spawn(&ref);
 	run1(&r, 'u');
@@ -1062,8 +1084,9 @@ static void bench_content_mix(void)
 		rec_int("pages_stable_new", n0);
 		rec_num("saving_percent", 100.0 * s0 / np);
 		rec_end();
-		note("%-4s duplicates: %.0f ns/page, merged %ld, zero %ld, new stable %ld",
-		     names[i], t * 1e9 / np, m0, z0, n0);
+		note("%-4s duplicates: %.0f ns/page, merged %ld, zero %ld,",
+		     names[i], t * 1e9 / np, m0, z0);
+		note("  new stable %ld", n0);
 	}
 	quit(&r, 1);
 	reset();
@@ -1078,8 +1101,9 @@ static void bench_concurrency(void)
 	struct worker r, w[2];
 	double t1, t2, t1r[REPS], t2r[REPS];
 
-	fprintf(stderr, "== 5. concurrency: %zu MiB copies of an advised reference, advised by 1 then 2 processes at once\n",
+	fprintf(stderr, "== 5. concurrency: %zu MiB copies of an advised",
 		size / MIB);
+	fputs(" reference, advised by 1 then 2 processes at once\n", stderr);
 	reset();
 	r = spawn(&f);
 	run1(&r, 'u');
@@ -1111,11 +1135,25 @@ static void bench_concurrency(void)
 	rec_num("mib_per_s", 2 * size / MIB / t2);
 	rec_num("vs_one_adviser", (2 * size / t2) / (size / t1));
 	rec_end();
-	note("one adviser %.0f MiB/s, two at once %.0f MiB/s aggregate (%.2fx)",
-	     size / MIB / t1, 2 * size / MIB / t2, (2 * size / t2) / (size / t1));
+	note("one adviser %.0f MiB/s, two at once %.0f MiB/s aggregate",
+	     size / MIB / t1, 2 * size / MIB / t2);
+	note("  (%.2fx)", (2 * size / t2) / (size / t1));
 }
 
 /* ---- 6. first write ---- */
+
+/* A first_write record: writing @size bytes of @state took @t s (< 0: no) */
+static void rec_write(const char *mode, const char *state, size_t size,
+		      double t)
+{
+	rec_begin("first_write", mode);
+	rec_int("memory_bytes", size);
+	rec_str("page_state", state);
+	if (t < 0)
+		rec_null("ns_per_page");
+	else
+		rec_num("ns_per_page", t * 1e9 / (size / pg));
+}
 
 static void bench_first_write(void)
 {
@@ -1169,55 +1207,38 @@ static void bench_first_write(void)
 	quit(w, 2);
 	reset();
 
-	rec_begin("first_write", "none");
-	rec_int("memory_bytes", size);
-	rec_str("page_state", "present_unshared");
-	rec_num("ns_per_page", t_plain * 1e9 / np);
+	rec_write("none", "present_unshared", size, t_plain);
 	rec_end();
-	rec_begin("first_write", "none");
-	rec_int("memory_bytes", size);
-	rec_str("page_state", "fork_shared");
-	rec_num("ns_per_page", t_cow * 1e9 / np);
+	rec_write("none", "fork_shared", size, t_cow);
 	rec_end();
-	rec_begin("first_write", "upm");
-	rec_int("memory_bytes", size);
-	rec_str("page_state", "advised_unshared");
-	rec_num("ns_per_page", t_cand * 1e9 / np);
+	rec_write("upm", "advised_unshared", size, t_cand);
 	rec_num("vs_present", t_cand / t_plain);
 	rec_num("vs_fork_shared", t_cand / t_cow);
 	rec_end();
-	rec_begin("first_write", "upm");
-	rec_int("memory_bytes", size);
-	rec_str("page_state", "merged");
+	rec_write("upm", "merged", size, t_upm);
 	rec_int("pages_saved", b0);
-	rec_num("ns_per_page", t_upm * 1e9 / np);
 	rec_num("vs_fork_shared", t_upm / t_cow);
 	rec_end();
-	rec_begin("first_write", "upm");
-	rec_int("memory_bytes", size);
-	rec_str("page_state", "stable_single_user");
-	rec_num("ns_per_page", t_stable * 1e9 / np);
+	rec_write("upm", "stable_single_user", size, t_stable);
 	rec_num("vs_fork_shared", t_stable / t_cow);
 	rec_end();
-	rec_begin("first_write", "ksm-full");
-	rec_int("memory_bytes", size);
-	rec_str("page_state", "merged");
+	rec_write("ksm-full", "merged", size, t_ksm);
 	if (t_ksm < 0) {
-		rec_null("ns_per_page");
-		rec_str("skipped", "ksmd did not merge the pages within the cap");
+		rec_str("skipped", "ksmd did not merge the pages in time");
 	} else {
-		rec_num("ns_per_page", t_ksm * 1e9 / np);
 		rec_num("vs_fork_shared", t_ksm / t_cow);
 		rec_num("upm_vs_ksm", t_upm / t_ksm);
 	}
 	rec_end();
-	note("ns/page: present %.0f, fork-shared %.0f, UPM advised unshared %.0f, UPM-merged %.0f, UPM stable (single user) %.0f, KSM-merged %.0f",
-	     t_plain * 1e9 / np, t_cow * 1e9 / np, t_cand * 1e9 / np,
-	     t_upm * 1e9 / np, t_stable * 1e9 / np,
-	     t_ksm < 0 ? -1 : t_ksm * 1e9 / np);
+	note("ns/page: present %.0f, fork-shared %.0f,",
+	     t_plain * 1e9 / np, t_cow * 1e9 / np);
+	note("  UPM advised unshared %.0f, UPM-merged %.0f,",
+	     t_cand * 1e9 / np, t_upm * 1e9 / np);
+	note("  UPM stable (single user) %.0f, KSM-merged %.0f",
+	     t_stable * 1e9 / np, t_ksm < 0 ? -1 : t_ksm * 1e9 / np);
 	/* No fault: within noise of a write to a plain present page */
-	target("first_write", "advised_unshared_vs_present", "x",
-	       t_cand / t_plain, 0, 1.5, 0);
+	rec_target("first_write", "advised_unshared_vs_present", "x",
+		   t_cand / t_plain, 0, 1.5, 0);
 }
 
 /* ---- 7. metadata ---- */
@@ -1250,10 +1271,9 @@ static void bench_metadata(void)
 	size_t mib = env_long("UPM_BENCH_META_MIB", 128);
 	double cap = env_long("UPM_BENCH_KSM_FULL_CAP", 600);
 
-	fprintf(stderr, "== 7. kernel metadata per advised page (%zu MiB per process, /8 with 16)\n",
-		mib);
-	for (size_t k = 0; k < sizeof(meta_cases) / sizeof(meta_cases[0]);
-	     k++) {
+	fprintf(stderr, "== 7. kernel metadata per advised page");
+	fprintf(stderr, " (%zu MiB per process, /8 with 16)\n", mib);
+	for (size_t k = 0; k < ARRAY_SIZE(meta_cases); k++) {
 		const struct meta_case *mc = &meta_cases[k];
 		size_t size = mib * MIB / mc->divisor, np = size / pg;
 		long su0, sl0, ie0, ic0, c0[3], su1, sl1, ie1, ic1, saved;
@@ -1325,14 +1345,15 @@ static void bench_metadata(void)
 				rec_int(key, c1 - c0[i]);
 		}
 		rec_end();
-		note("%s, %d x %zu MiB%s: SUnreclaim +%ld KiB for %zu advised pages: %.1f bytes/page; index_entries +%ld",
+		note("%s, %d x %zu MiB%s: SUnreclaim +%ld KiB",
 		     ksm ? "KSM" : "UPM", n, size / MIB,
-		     mc->unique ? " (unique)" : "", su1 - su0, n * np, per,
-		     ie1 - ie0);
+		     mc->unique ? " (unique)" : "", su1 - su0);
+		note("  for %zu advised pages: %.1f bytes/page;", n * np, per);
+		note("  index_entries +%ld", ie1 - ie0);
 		quit(w, n);
 		if (mc->target)
-			target("metadata", mc->target, "bytes", per, 0,
-			       mc->limit, 0);
+			rec_target("metadata", mc->target, "bytes", per, 0,
+				   mc->limit, 0);
 	}
 	reset();
 }
@@ -1352,7 +1373,7 @@ static const struct {
 	{ "metadata", bench_metadata },
 };
 
-#define NR_BENCHES (sizeof(benches) / sizeof(benches[0]))
+#define NR_BENCHES ARRAY_SIZE(benches)
 
 int main(int argc, char **argv)
 {
@@ -1398,7 +1419,7 @@ int main(int argc, char **argv)
 			"UPM_BENCH_FW_MIB", "UPM_BENCH_META_MIB"
 		};
 
-		for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+		for (size_t i = 0; i < ARRAY_SIZE(v); i++)
 			if ((size_t)env_long(v[i], 0) * MIB > template_size)
 				template_size = env_long(v[i], 0) * MIB;
 	}

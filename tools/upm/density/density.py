@@ -34,6 +34,12 @@ import subprocess
 import sys
 import time
 
+try:
+    import upm      # tools/upm/python: pip install, or PYTHONPATH (run.sh)
+except ImportError:
+    sys.exit("density: no upm module: pip install tools/upm/python, or set "
+             "PYTHONPATH=tools/upm/python")
+
 HERE = os.path.dirname(os.path.realpath(__file__))
 CG = "/sys/fs/cgroup/upm-density"
 STATUS = "/run/upm-density"
@@ -123,8 +129,9 @@ class Point:
             cg = "%s/fn%d" % (CG, i)
             os.makedirs(cg, exist_ok=True)
             self.cgroups.append(cg)
-            cmd = ["unshare", "--pid", "--fork", "--mount", "--mount-proc", "--kill-child",
-                   sys.executable, os.path.join(HERE, "function.py"),
+            cmd = ["unshare", "--pid", "--fork", "--mount", "--mount-proc",
+                   "--kill-child", sys.executable,
+                   os.path.join(HERE, "function.py"),
                    self.model, self.mode, "%s/%d.json" % (STATUS, i)]
             self.procs.append(subprocess.Popen(
                 cmd, env=env, stdin=subprocess.DEVNULL,
@@ -171,15 +178,9 @@ class Point:
             p.wait()
         for cg in self.cgroups:
             try:
-                write(cg + "/cgroup.kill", 1)
-            except OSError:
-                pass
-            for _ in range(100):
-                try:
-                    os.rmdir(cg)
-                    break
-                except OSError:
-                    time.sleep(0.1)
+                upm.remove_cgroup(cg)
+            except OSError as e:
+                log("warning: cannot remove %s: %s" % (cg, e.strerror))
 
 
 def run_point(mode, n, model, upm_mem, cap):
@@ -256,7 +257,8 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     out = {"schema": 1, "kernel": platform.release(),
            "flavour": os.environ.get("FLAVOUR", ""),
-           "cpus": len(os.sched_getaffinity(0)), "mem_total_bytes": meminfo("MemTotal"),
+           "cpus": len(os.sched_getaffinity(0)),
+           "mem_total_bytes": meminfo("MemTotal"),
            "workload": {}, "ksm_cap_s": a.ksm_cap, "ksm_target": TARGET,
            "ksm_defaults": dict(KSM_DEFAULTS), "points": []}
     none_mem, upm_mem = {}, {}
@@ -267,8 +269,9 @@ def main():
             log("mode %s, %d instance%s: starting" % (mode, n, "s"[n == 1:]))
             rec = run_point(mode, n, a.model, upm_mem, a.ksm_cap)
             base = none_mem.get(n)
-            rec["saving_percent"] = (None if base is None else
-                                     round(100 * (1 - rec["memory_bytes"] / base), 1))
+            rec["saving_percent"] = (
+                None if base is None else
+                round(100 * (1 - rec["memory_bytes"] / base), 1))
             if mode == "none":
                 none_mem[n] = rec["memory_bytes"]
                 rec["saving_percent"] = 0.0

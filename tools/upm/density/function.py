@@ -19,10 +19,8 @@ import sys
 import time
 
 t0 = time.monotonic()
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.realpath(__file__)),
-                                "..", "python"))
 import numpy as np  # noqa: E402
-import upm  # noqa: E402
+import upm  # noqa: E402  (tools/upm/python: installed, or PYTHONPATH)
 
 
 def main(model_dir, mode, status):

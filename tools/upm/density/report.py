@@ -22,15 +22,16 @@ def table(res):
     pts = res["points"]
     w = res["workload"]
     print("Serverless density, kernel %s (%s flavour), emulated guest "
-          "(QEMU TCG, %d CPU online, %.1f GiB)" % (res["kernel"], res["flavour"],
-                                             res["cpus"],
-                                             res["mem_total_bytes"] / 2**30))
+          "(QEMU TCG, %d CPU online, %.1f GiB)"
+          % (res["kernel"], res["flavour"], res["cpus"],
+             res["mem_total_bytes"] / 2**30))
     print("Workload: %s" % w.get("description", ""))
     print("%-9s %5s %11s %11s %9s %11s %10s %9s %9s" % (
         "mode", "inst", "total MiB", "MiB/inst", "saving", "MemAvail",
         "advise s", "KSM wait", "ksmd cpu"))
     print("%-9s %5s %11s %11s %9s %11s %10s %9s %9s" % (
-        "", "", "(Pss)", "", "vs none", "drop MiB", "(slowest)", "to UPM s", "s"))
+        "", "", "(Pss)", "", "vs none", "drop MiB", "(slowest)", "to UPM s",
+        "s"))
     for m in MODES:
         for p in [p for p in pts if p["mode"] == m]:
             wait = None
@@ -66,9 +67,11 @@ def plot(res, png):
     plots = ", ".join("'%s' index %d with linespoints %s title '%s'"
                       % (data, i, style[m], titles[m])
                       for i, m in enumerate(MODES))
+    title = ("Memory per warm function instance (numpy, %s MiB model; "
+             "emulated guest)" % res["workload"].get("weights_mib", "?"))
     script = """set terminal pngcairo size 800,560 font ',11'
 set output '%s'
-set title 'Memory per warm function instance (numpy, %s MiB model; emulated guest)'
+set title '%s'
 set xlabel 'instances'
 set ylabel 'MiB per instance (sum of Pss / instances)'
 set logscale x 2
@@ -78,7 +81,7 @@ set yrange [0:*]
 set key below
 set grid
 plot %s
-""" % (png, res["workload"].get("weights_mib", "?"), plots)
+""" % (png, title, plots)
     try:
         subprocess.run(["gnuplot"], input=script, text=True, check=True)
     except (OSError, subprocess.CalledProcessError):

@@ -25,7 +25,10 @@ advise_pid(pid)       the same for another process, through os.pidfd_open()
                       advised: ProcessLookupError if the process is gone.
 anon_ranges(pid)      the (start, end) ranges advise_self/advise_pid take.
 read_global()         {'upm': {...}, 'ksm': {...}}: every file holding an
-                      integer in /sys/kernel/mm/{upm,ksm}.
+                      integer in /sys/kernel/mm/{upm,ksm}, whatever the
+                      kernel has; .get(name, -1) as libupm's upm_counter().
+read_counters(dir)    {name: value} of every integer file of dir.
+read_value(path)      one number from one file.
 read_process(pid)     the numbers in /proc/<pid>/ksm_stat (KSM and UPM lines).
 processes()           [(pid, comm, ksm_stat dict)] for processes with nonzero
                       KSM or UPM counts.
@@ -33,6 +36,11 @@ get_domain()          this process's explicit merge domain (0: the default).
 set_domain(id)        prctl(PR_SET_UPM_DOMAIN, id): 1..INT_MAX joins a domain
                       (needs CAP_SYS_ADMIN), 0 leaves it; kept across fork
                       and exec.
+remove_cgroup(path)   kill the processes of a cgroup (cgroup.kill) and
+                      remove it once they are gone (Python only).
+
+libupm has the same calls with the same names (upm_ prefix); its -errno
+returns are the OSError errnos here.
 
 Errors: UPMUnavailable (errno ENOSYS) when the kernel has no UPM (no
 /sys/kernel/mm/upm, or madvise rejects the advice on a plain anonymous page);
@@ -64,8 +72,9 @@ _libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int,
 _libc.mmap.restype = ctypes.c_void_p
 _libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
 
-NO_UPM = "kernel has no UPM (no /sys/kernel/mm/upm, or madvise rejects MADV_UPM_MERGEABLE)"
-NO_REMOTE = "this kernel does not support remote UPM advice (process_madvise rejects MADV_UPM_MERGEABLE)"
+# The messages of libupm's upm_strerror()
+NO_UPM = "kernel has no UPM"
+NO_REMOTE = "this kernel does not support remote UPM advice"
 
 
 class UPMUnavailable(OSError):
@@ -247,27 +256,47 @@ def advise_pid(pid):
     return res
 
 
-def _read_dir(d):
-    out = {}
-    try:
-        names = sorted(os.listdir(d))
-    except OSError:
-        return None
-    for n in names:
+def read_value(path):
+    """The number in file path (under UPM_ROOT), as upm_read_value()."""
+    with open(_path(path)) as f:
         try:
-            with open(os.path.join(d, n)) as f:
-                out[n] = int(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass        # write-only or non-numeric files
+            return int(f.read().split()[0])
+        except (ValueError, IndexError):
+            raise OSError(errno.EIO, "%s holds no number" % path) from None
+
+
+def read_counters(d):
+    """{name: value} of every file of directory d holding an integer.
+
+    d is under UPM_ROOT, e.g. "/sys/kernel/mm/upm". Write-only files,
+    words ("[domain] global") and directories are left out. Raises
+    FileNotFoundError if d does not exist, as upm_read_counters().
+    """
+    out = {}
+    for n in sorted(os.listdir(_path(d))):
+        try:
+            out[n] = read_value(os.path.join(d, n))
+        except OSError:
+            pass        # write-only, non-numeric or a directory
     return out
 
 
 def read_global():
-    """All numeric files of /sys/kernel/mm/upm and /sys/kernel/mm/ksm."""
-    upm = _read_dir(_path("/sys/kernel/mm/upm"))
-    if upm is None:
-        raise UPMUnavailable()
-    return {"upm": upm, "ksm": _read_dir(_path("/sys/kernel/mm/ksm")) or {}}
+    """Every integer file of /sys/kernel/mm/upm and /sys/kernel/mm/ksm.
+
+    {"upm": {...}, "ksm": {...}}: whatever counters the running kernel has
+    (a kernel without KSM has no "ksm" counters). UPMUnavailable without
+    /sys/kernel/mm/upm.
+    """
+    try:
+        upm = read_counters("/sys/kernel/mm/upm")
+    except FileNotFoundError:
+        raise UPMUnavailable() from None
+    try:
+        ksm = read_counters("/sys/kernel/mm/ksm")
+    except FileNotFoundError:
+        ksm = {}
+    return {"upm": upm, "ksm": ksm}
 
 
 def read_process(pid):
@@ -283,7 +312,8 @@ def read_process(pid):
                     pass    # "ksm_mergeable: yes" and the like
     except FileNotFoundError:
         if os.path.isdir(_path("/proc/%s" % pid)):
-            raise OSError(errno.ENOSYS, "kernel has no /proc/<pid>/ksm_stat (no KSM)")
+            raise OSError(errno.ENOSYS,
+                          "kernel has no /proc/<pid>/ksm_stat (no KSM)")
         raise ProcessLookupError(errno.ESRCH, "no process %s" % pid)
     return out
 
@@ -324,3 +354,32 @@ def get_domain():
 def set_domain(domain):
     """Join merge domain 1..INT_MAX (CAP_SYS_ADMIN), or leave it with 0."""
     _prctl(PR_SET_UPM_DOMAIN, int(domain))
+
+
+def remove_cgroup(path, timeout=10.0):
+    """Kill every process of cgroup path and remove the cgroup.
+
+    Writes 1 to path/cgroup.kill (where the kernel has it), then retries
+    rmdir(), which fails with EBUSY until the killed processes have
+    exited, until timeout seconds have passed; then raises that OSError.
+    A cgroup that does not exist is not an error.
+    """
+    try:
+        with open(os.path.join(path, "cgroup.kill"), "w") as f:
+            f.write("1")
+    except FileNotFoundError:
+        if not os.path.isdir(path):
+            return
+    except OSError:
+        pass    # no cgroup.kill (before Linux 5.14): killed by the caller
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)

@@ -17,11 +17,11 @@ import mmap
 import os
 import random
 import re
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.realpath(__file__))
 try:
@@ -228,6 +228,14 @@ def upmctl_domains():
         p.wait()
     r = upmctl("domain", str(os.getpid()))
     assert "merge domain 0 (default" in r.stdout, r.stdout
+    # exec --domain: the same as run, the command's own exit status
+    r = subprocess.run([sys.executable, UPMCTL, "exec", "--domain", "78",
+                        "--", sys.executable, "-c", code.replace(
+                            "sys.stdin.read()", "sys.exit(5)")],
+                       capture_output=True, text=True)
+    assert r.returncode == 5 and r.stdout.strip() == "78", r
+    r = upmctl("exec", "--domain", "78", "--", "/nonexistent/cmd")
+    assert r.returncode == 127 and "cannot execute" in r.stderr, r
     # Joining a domain needs CAP_SYS_ADMIN: nobody (65534) gets EPERM
     r = subprocess.run([sys.executable, "-c",
                         "import os, sys; sys.path.insert(0, %r); import upm\n"
@@ -285,7 +293,8 @@ def upmctl_usage_and_help():
     """--help exits 0 and lists the exit codes; bad usage exits 2."""
     for args in (["--help"], ["-h"], ["status", "--help"], ["ps", "--help"],
                  ["show", "--help"], ["advise", "--help"],
-                 ["domain", "--help"], ["run", "--help"]):
+                 ["domain", "--help"], ["run", "--help"],
+                 ["exec", "--help"]):
         r = upmctl(*args)
         assert r.returncode == 0, (args, r.returncode, r.stderr)
         assert "usage: upmctl" in r.stdout, (args, r.stdout)
@@ -296,7 +305,9 @@ def upmctl_usage_and_help():
     assert "--cgroup PATH" in upmctl("advise", "--help").stdout
     for args in (["show"], ["show", "x"], ["show", "-5"], ["advise"],
                  ["advise", "1", "--cgroup", "/nonexistent"], ["run", "5"],
-                 ["run", "x", "true"], ["frobnicate"], ["status", "extra"]):
+                 ["run", "x", "true"], ["frobnicate"], ["status", "extra"],
+                 ["run", "2147483648", "true"], ["exec", "true"],
+                 ["exec", "--domain", "5"], ["exec", "--domain", "5", "--"]):
         r = upmctl(*args)
         assert r.returncode == 2, (args, r.returncode, r.stderr)
         assert "usage:" in r.stderr, (args, r.stderr)
@@ -387,6 +398,19 @@ def cgroup2_root():
     return None
 
 
+def make_cgroup(name):
+    """A new cgroup name-<pid> at the cgroup2 root; Skip if there is none."""
+    root = cgroup2_root()
+    if os.geteuid() != 0 or not root:
+        raise Skip("needs root and a cgroup2 file system")
+    cg = os.path.join(root, "%s-%d" % (name, os.getpid()))
+    try:
+        os.mkdir(cg)
+    except OSError as e:
+        raise Skip("cannot create %s: %s" % (cg, e.strerror))
+    return cg
+
+
 VICTIM = ("import mmap,random,ctypes,sys\n"
           "m=mmap.mmap(-1,%d,flags=mmap.MAP_PRIVATE)\n"
           "m[:]=random.Random(int(sys.argv[1])).randbytes(len(m))\n"
@@ -397,18 +421,9 @@ VICTIM = ("import mmap,random,ctypes,sys\n"
 @test
 def upmctl_advise_cgroup():
     """advise --cgroup advises every process of the cgroup (root only)."""
-    if os.geteuid() != 0:
-        raise Skip("not root: cannot create a cgroup")
     if not os.path.exists("/sys/kernel/mm/upm/merge_policy"):
         raise Skip("kernel without remote advice")
-    root = cgroup2_root()
-    if not root:
-        raise Skip("no cgroup2 file system mounted")
-    cg = os.path.join(root, "upm-test-%d" % os.getpid())
-    try:
-        os.mkdir(cg)
-    except OSError as e:
-        raise Skip("cannot create %s: %s" % (cg, e.strerror))
+    cg = make_cgroup("upm-test")
     procs = []
     try:
         t, taddr = start_twin(2468)     # enters its pages (stable)
@@ -440,22 +455,137 @@ def upmctl_advise_cgroup():
         for p in procs:
             p.kill()
             p.wait()
-        for _ in range(100):
+        upm.remove_cgroup(cg)
+
+
+@test
+def counters_are_the_directory():
+    """read_global() lists every integer file of /sys/kernel/mm/upm."""
+    g = upm.read_global()
+    d = "/sys/kernel/mm/upm"
+    files = {}
+    for n in os.listdir(d):
+        try:
+            with open(os.path.join(d, n)) as f:
+                files[n] = int(f.read())
+        except (OSError, ValueError):
+            pass    # merge_policy is a word
+    assert set(g["upm"]) == set(files), (sorted(g["upm"]), sorted(files))
+    for n in ("pages_copied", "pages_candidate", "candidates_dropped"):
+        if n in files:
+            assert g["upm"][n] >= 0, n
+    # Counters no one else moves read the same twice
+    assert g["upm"]["index_buckets"] == files["index_buckets"] > 0
+    assert upm.read_value(d + "/index_buckets") == files["index_buckets"]
+    assert upm.read_counters(d)["index_buckets"] == files["index_buckets"]
+    assert "merge_policy" not in g["upm"]
+    assert g["ksm"]["run"] == upm.read_value("/sys/kernel/mm/ksm/run")
+
+
+def libupm():
+    """libupm.so of the build (UPM_LIBUPM, else build/tools), or None."""
+    path = os.environ.get("UPM_LIBUPM") or os.path.join(
+        HERE, "..", "..", "..", "build", "tools", "libupm.so")
+    if not os.path.exists(path):
+        return None
+    lib = ctypes.CDLL(os.path.abspath(path))
+
+    class Counter(ctypes.Structure):
+        _fields_ = [("name", ctypes.c_char_p), ("value", ctypes.c_long)]
+
+    class Counters(ctypes.Structure):
+        _fields_ = [("nr", ctypes.c_size_t),
+                    ("c", ctypes.POINTER(Counter))]
+    lib.Counters = Counters
+    lib.upm_read_counters.argtypes = [ctypes.c_char_p,
+                                      ctypes.POINTER(Counters)]
+    lib.upm_counters_free.argtypes = [ctypes.POINTER(Counters)]
+    return lib
+
+
+def c_counters(lib, d):
+    c = lib.Counters()
+    r = lib.upm_read_counters(d.encode(), ctypes.byref(c))
+    out = {c.c[i].name.decode(): c.c[i].value for i in range(c.nr)}
+    lib.upm_counters_free(ctypes.byref(c))
+    return r, out
+
+
+@test_without_upm
+def libupm_and_module_agree():
+    """Same "available", same counters, in C (libupm.so) and Python."""
+    lib = libupm()
+    if lib is None:
+        raise Skip("no libupm.so (scripts/build-tools.sh builds it)")
+    with tempfile.TemporaryDirectory() as fake:
+        os.environ["UPM_ROOT"] = fake
+        try:
+            assert lib.upm_available() == -errno.ENOSYS
+            assert not upm.available()
+            cnt = os.path.join(fake, "sys/kernel/mm/upm")
+            os.makedirs(os.path.join(cnt, "subdir"))
+            for name, text in (("calls", "7\n"), ("pages_copied", "0\n"),
+                               ("candidates_dropped", "-2\n"),
+                               ("merge_policy", "[domain] global\n"),
+                               ("empty", "")):
+                with open(os.path.join(cnt, name), "w") as f:
+                    f.write(text)
+            assert lib.upm_available() == 0
+            assert upm.available()
+            want = {"calls": 7, "pages_copied": 0, "candidates_dropped": -2}
+            r, got = c_counters(lib, "/sys/kernel/mm/upm")
+            assert r == 0 and got == want, (r, got)
+            assert upm.read_counters("/sys/kernel/mm/upm") == want
+            assert upm.read_global() == {"upm": want, "ksm": {}}
+            r, got = c_counters(lib, "/sys/none")
+            assert r == -errno.ENOENT and got == {}, (r, got)
             try:
-                os.rmdir(cg)
-                break
-            except OSError:
-                time.sleep(0.1)
+                upm.read_counters("/sys/none")
+            except FileNotFoundError:
+                pass
+            else:
+                raise AssertionError("a missing directory read as empty")
+        finally:
+            del os.environ["UPM_ROOT"]
+    if upm.available():     # the real directory, read by both
+        d = "/sys/kernel/mm/upm"
+        r, got = c_counters(lib, d)
+        py = upm.read_counters(d)
+        assert r == 0 and set(got) == set(py), (got, py)
+        assert got["index_buckets"] == py["index_buckets"]
 
 
-def main():
+@test_without_upm
+def remove_cgroup_kills_and_removes():
+    """upm.remove_cgroup() kills what runs in the cgroup, then rmdirs it."""
+    cg = make_cgroup("upm-rm-test")
+    p = subprocess.Popen(["sleep", "600"])
+    try:
+        with open(os.path.join(cg, "cgroup.procs"), "w") as f:
+            f.write("%d\n" % p.pid)
+        if not os.path.exists(os.path.join(cg, "cgroup.kill")):
+            p.kill()        # before Linux 5.14 the caller kills
+        upm.remove_cgroup(cg)
+        assert not os.path.exists(cg), cg
+        assert p.wait() == -signal.SIGKILL, p.returncode
+        upm.remove_cgroup(cg)       # gone already: not an error
+    finally:
+        p.kill()
+        p.wait()
+        if os.path.isdir(cg):
+            os.rmdir(cg)
+
+
+def main(tests=None, no_upm_ok=NO_UPM_OK):
+    """Run tests (this file's by default) as TAP; 1 if one failed."""
+    tests = results if tests is None else tests
     print("TAP version 13")
-    print("1..%d" % len(results))
+    print("1..%d" % len(tests))
     print("# upm module: %s" % upm.__file__)
     has_upm = upm.available()
     bad = 0
-    for i, fn in enumerate(results, 1):
-        if not has_upm and fn not in NO_UPM_OK:
+    for i, fn in enumerate(tests, 1):
+        if not has_upm and fn not in no_upm_ok:
             print("ok %d %s # SKIP kernel has no UPM" % (i, fn.__name__))
             continue
         try:
@@ -467,7 +597,7 @@ def main():
             bad += 1
             print("# %s: %r" % (fn.__name__, e))
             print("not ok %d %s" % (i, fn.__name__))
-    print("# Totals: pass:%d fail:%d" % (len(results) - bad, bad))
+    print("# Totals: pass:%d fail:%d" % (len(tests) - bad, bad))
     return 1 if bad else 0
 
 
