@@ -9,7 +9,7 @@ BUILD := $(CURDIR)/build
 S := $(CURDIR)/scripts
 
 .PHONY: help deps tree kernel selftests headers vm shell run demo test check bisect \
-	stress patch refresh bench clean distclean
+	stress patch refresh bench kunit clean distclean
 
 help:
 	@echo 'UPM make targets:'
@@ -26,8 +26,9 @@ help:
 	@echo "  vm         run CMD='...' in the guest (MEM=4G CPUS=2 TIMEOUT=1800)"
 	@echo '  shell      interactive guest shell'
 	@echo '  patch      write a format-patch series and one combined patch'
-	@echo '  check      checkpatch, kernel-doc, W=1 and sparse, every step builds'
+	@echo '  check      checkpatch, kernel-doc, W=1, sparse, each step builds, kunit'
 	@echo '  bisect     build each step of the series (part of check)'
+	@echo '  kunit      the KUnit suite through tools/testing/kunit/kunit.py'
 	@echo '  refresh    regenerate patches/ from edits in build/linux'
 	@echo '  clean      remove kernel objects, keep the unpacked source'
 	@echo '  distclean  remove build/ entirely'
@@ -82,6 +83,9 @@ patch: tree
 
 bisect: patch
 	@$(S)/check-series.sh
+
+kunit: tree
+	@$(S)/kunit.sh
 
 refresh:
 	@$(S)/refresh.sh

@@ -615,6 +615,19 @@ static struct folio *upm_alloc_frame(struct mm_struct *mm, struct page *page,
 }
 
 /*
+ * Charge what is allocated from here on to nobody (the root memory cgroup),
+ * as ksmd's allocations are. Return: the active memcg to restore after.
+ */
+static struct mem_cgroup *upm_charge_nobody(void)
+{
+#ifdef CONFIG_MEMCG
+	return set_active_memcg(root_mem_cgroup);
+#else
+	return NULL;
+#endif
+}
+
+/*
  * Make @page, mapped at @rmap_item, a KSM page (with safe frames, a copy
  * replaces it) and enter it into the index with the hash of what it holds
  * once write-protected: the page of a candidate that an adviser's page
@@ -677,7 +690,7 @@ static int upm_publish(struct upm_pass *p, struct ksm_rmap_item *rmap_item,
 		 * KSM's own node, allocated as ksmd does (it may dip into
 		 * reserves): not charged, so that the hint cannot OOM-kill.
 		 */
-		struct mem_cgroup *memcg = set_active_memcg(root_mem_cgroup);
+		struct mem_cgroup *memcg = upm_charge_nobody();
 
 		stable_node = ksm_stable_node_add(kfolio, true);
 		set_active_memcg(memcg);
