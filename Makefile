@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 FLAVOUR ?= debug
 export FLAVOUR KSRC MEM CPUS TIMEOUT ACCEL NUMA APPEND CMD STRESS_SECONDS \
-	STRESS_SEED
+	STRESS_SEED SWEEP COUNTS KSM_COUNTS KSM_CAP
 BUILD := $(CURDIR)/build
 S := $(CURDIR)/scripts
 
@@ -13,7 +13,7 @@ S := $(CURDIR)/scripts
 
 help:
 	@echo 'UPM make targets:'
-	@echo '  run        serverless density: none, KSM and UPM (release kernel)'
+	@echo '  run        serverless density: none, KSM and UPM (SWEEP=full: all counts)'
 	@echo '  demo       two processes, one madvise each: UPM merging at once'
 	@echo '  test       everything CI checks: deps, debug kernel, guest tests, check'
 	@echo '  bench      UPM against KSM, seven microbenchmarks (release kernel)'
