@@ -107,10 +107,10 @@ static int tenant_start(struct tenant *t, uid_t uid, unsigned int domain,
 		if (!r.err) {
 			fill(p, NPAGES, seed);
 			if (advice == ADVISE_UPM &&
-			    madvise(p, NPAGES * psize, MADV_UPM_MERGEABLE))
+			    madvise(p, NPAGES * psize(), MADV_UPM_MERGEABLE))
 				r.err = errno;
 			if (advice == ADVISE_KSM &&
-			    madvise(p, NPAGES * psize, MADV_MERGEABLE))
+			    madvise(p, NPAGES * psize(), MADV_MERGEABLE))
 				r.err = errno;
 		}
 		r.addr = (uintptr_t)p;
@@ -118,7 +118,7 @@ static int tenant_start(struct tenant *t, uid_t uid, unsigned int domain,
 			_exit(3);
 		while (read(to[0], &c, 1) == 1 && c != 'x') {
 			if (c == 'u')
-				c = madvise(p, NPAGES * psize,
+				c = madvise(p, NPAGES * psize(),
 					    MADV_UNMERGEABLE) ? 'n' : 'y';
 			else
 				c = same_as(p, NPAGES, seed) ? 'y' : 'n';
@@ -176,7 +176,7 @@ static int tenant_stop(struct tenant *t)
 
 static uint64_t tenant_pfn(struct tenant *t, int i)
 {
-	return pfn_in(t->pid, t->addr + i * psize);
+	return pfn_in(t->pid, t->addr + i * psize());
 }
 
 /* Pages at which a and b map the same frame, and it is a KSM page. */
@@ -212,7 +212,6 @@ FIXTURE(domain) {
 
 FIXTURE_SETUP(domain)
 {
-	psize = getpagesize();
 	memset(self->t, 0, sizeof(self->t));
 	if (getuid())
 		SKIP(return, "needs root: tenants drop to their own uids");
@@ -413,17 +412,17 @@ TEST_F(domain, process_madvise_merges_like_local)
 	start(1, 0, 0, 3, ADVISE_UPM);
 	start(2, UID_A, 0, 3, ADVISE_NONE);
 	EXPECT_EQ(0, ksm_pages(&self->t[2]));
-	EXPECT_EQ((long)(NPAGES * psize),
+	EXPECT_EQ((long)(NPAGES * psize()),
 		  process_madvise_upm(self->t[2].pid, self->t[2].addr,
-				      NPAGES * psize));
+				      NPAGES * psize()));
 	EXPECT_EQ(NPAGES, shared_pages(&self->t[0], &self->t[2]));
 	EXPECT_EQ(0, shared_pages(&self->t[1], &self->t[2]));
 	EXPECT_EQ(NPAGES, upm_counter("pages_merged") - merged);
 	EXPECT_TRUE(tenant_content_ok(&self->t[2]));
 	/* A hole in the remote range: ENOMEM, as local advice */
 	EXPECT_EQ(-1, process_madvise_upm(self->t[2].pid,
-					  self->t[2].addr - psize,
-					  NPAGES * psize));
+					  self->t[2].addr - psize(),
+					  NPAGES * psize()));
 	EXPECT_EQ(ENOMEM, errno);
 }
 
@@ -443,10 +442,10 @@ TEST_F(domain, process_madvise_needs_permission)
 	a2addr = a2->addr;
 	EXPECT_EQ(0, AS_USER(UID_A, ({
 		CHECK(1, process_madvise_upm(bpid, baddr,
-					     NPAGES * psize) == -1);
+					     NPAGES * psize()) == -1);
 		CHECK(2, errno == EACCES || errno == EPERM);
 		CHECK(3, process_madvise_upm(a2pid, a2addr,
-					     NPAGES * psize) == -1);
+					     NPAGES * psize()) == -1);
 		CHECK(4, errno == EPERM);
 	})));
 	/* Nothing was merged or even made a KSM page */
@@ -474,12 +473,12 @@ TEST_F(domain, safe_frames_share_a_fresh_frame)
 		for (int t = 0; t < 2; t++)
 			for (int i = 0; i < NPAGES; i++)
 				before[t][i] = tenant_pfn(&self->t[t], i);
-		ASSERT_EQ((long)(NPAGES * psize),
+		ASSERT_EQ((long)(NPAGES * psize()),
 			  process_madvise_upm(self->t[0].pid, self->t[0].addr,
-					      NPAGES * psize));
-		ASSERT_EQ((long)(NPAGES * psize),
+					      NPAGES * psize()));
+		ASSERT_EQ((long)(NPAGES * psize()),
 			  process_madvise_upm(self->t[1].pid, self->t[1].addr,
-					      NPAGES * psize));
+					      NPAGES * psize()));
 		ASSERT_EQ(NPAGES, shared_pages(&self->t[0], &self->t[1]));
 		for (int i = 0; i < NPAGES; i++) {
 			uint64_t pfn = tenant_pfn(&self->t[0], i);
@@ -656,11 +655,11 @@ static void write_and_count(char *p, int npages, int *ksm, int *moved)
 {
 	*ksm = *moved = 0;
 	for (int i = 0; i < npages; i++) {
-		uint64_t pfn = pfn_of(p + i * psize);
+		uint64_t pfn = pfn_of(p + i * psize());
 
-		*ksm += is_ksm(p + i * psize);
-		p[i * psize] ^= 1;
-		*moved += pfn_of(p + i * psize) != pfn;
+		*ksm += is_ksm(p + i * psize());
+		p[i * psize()] ^= 1;
+		*moved += pfn_of(p + i * psize()) != pfn;
 	}
 }
 
@@ -697,10 +696,10 @@ TEST_F(domain, cross_domain_twin_behaves_like_no_twin)
 		if (!twin || !alone || !merged || !other ||
 		    setresuid(UID_B, UID_B, 0))
 			_exit(2);
-		if (madvise(twin, SIDE_PAGES * psize, MADV_UPM_MERGEABLE) ||
-		    madvise(alone, SIDE_PAGES * psize, MADV_UPM_MERGEABLE) ||
-		    madvise(other, SIDE_PAGES * psize, MADV_UPM_MERGEABLE) ||
-		    madvise(merged, SIDE_PAGES * psize, MADV_UPM_MERGEABLE))
+		if (madvise(twin, SIDE_PAGES * psize(), MADV_UPM_MERGEABLE) ||
+		    madvise(alone, SIDE_PAGES * psize(), MADV_UPM_MERGEABLE) ||
+		    madvise(other, SIDE_PAGES * psize(), MADV_UPM_MERGEABLE) ||
+		    madvise(merged, SIDE_PAGES * psize(), MADV_UPM_MERGEABLE))
 			_exit(3);
 		if (setresuid(0, 0, 0))
 			_exit(4);

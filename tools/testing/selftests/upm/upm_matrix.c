@@ -69,20 +69,20 @@ static bool page_is(const char *p, int i, uint64_t seed, int byte)
 	static uint64_t ref_seed;
 
 	if (byte) {
-		for (size_t k = 0; k < psize; k++)
+		for (size_t k = 0; k < psize(); k++)
 			if (p[k] != (char)byte)
 				return false;
 		return true;
 	}
 	if (!ref) {
-		ref = malloc(NP * psize);
+		ref = malloc(NP * psize());
 		fill(ref, NP, seed);
 		ref_seed = seed;
 	} else if (ref_seed != seed) {
 		fill(ref, NP, seed);
 		ref_seed = seed;
 	}
-	return !memcmp(p, ref + i * psize, psize);
+	return !memcmp(p, ref + i * psize(), psize());
 }
 
 static long peer_do(char *p, const struct cmd *c, uint64_t seed, char *model,
@@ -93,28 +93,29 @@ static long peer_do(char *p, const struct cmd *c, uint64_t seed, char *model,
 	switch (c->op) {
 	case OP_CHECK:
 		for (int i = 0; i < NP; i++)
-			n += !page_is(p + i * psize, i, seed, model[i]);
+			n += !page_is(p + i * psize(), i, seed, model[i]);
 		return n;
 	case OP_WRITE:
 		for (int i = c->a; i < c->b; i++) {
-			memset(p + i * psize, c->v, psize);
+			memset(p + i * psize(), c->v, psize());
 			model[i] = c->v;
 		}
 		return 0;
 	case OP_ADVISE:
-		return madvise(p, NP * psize, MADV_UPM_MERGEABLE) ? -errno : 0;
+		return madvise(p, NP * psize(), MADV_UPM_MERGEABLE) ?
+		       -errno : 0;
 	case OP_PAGEOUT:
-		return madvise(p, NP * psize, MADV_PAGEOUT) ? -errno : 0;
+		return madvise(p, NP * psize(), MADV_PAGEOUT) ? -errno : 0;
 	case OP_SWAPPED:
 		for (int i = 0; i < NP; i++)
-			n += !!(pagemap_of(p + i * psize) & PM_SWAP);
+			n += !!(pagemap_of(p + i * psize()) & PM_SWAP);
 		return n;
 	case OP_PFNS: {
 		uint64_t pfn[NP];
 
 		for (int i = 0; i < NP; i++)
-			pfn[i] = is_ksm(p + i * psize) ?
-				 pfn_of(p + i * psize) : 0;
+			pfn[i] = is_ksm(p + i * psize()) ?
+				 pfn_of(p + i * psize()) : 0;
 		if (write(out, pfn, sizeof(pfn)) != sizeof(pfn))
 			_exit(3);
 		return 0;
@@ -152,7 +153,7 @@ static int peer_start(struct peer *t, uint64_t seed, bool advise,
 		if (!p)
 			_exit(1);
 		fill(p, NP, seed);
-		if (advise && madvise(p, NP * psize, MADV_UPM_MERGEABLE))
+		if (advise && madvise(p, NP * psize(), MADV_UPM_MERGEABLE))
 			_exit(2);
 		c.op = OP_PFNS;
 		peer_do(p, &c, seed, model, from[1]);
@@ -239,9 +240,9 @@ static int shared_range(char *mem, struct peer *t, int a, int b)
 	if (peer_pfns(t))
 		return -1;
 	for (int i = a; i < b; i++) {
-		uint64_t pfn = pfn_of(mem + i * psize);
+		uint64_t pfn = pfn_of(mem + i * psize());
 
-		if (pfn && pfn == t->pfn[i] && is_ksm(mem + i * psize))
+		if (pfn && pfn == t->pfn[i] && is_ksm(mem + i * psize()))
 			n++;
 	}
 	return n;
@@ -258,7 +259,7 @@ static int good_range(const char *p, uint64_t seed, int a, int b)
 	int n = 0;
 
 	for (int i = a; i < b; i++)
-		n += page_is(p + i * psize, i, seed, 0);
+		n += page_is(p + i * psize(), i, seed, 0);
 	return n;
 }
 
@@ -372,7 +373,6 @@ FIXTURE(mx) {
 
 FIXTURE_SETUP(mx)
 {
-	psize = getpagesize();
 	if (getuid())
 		SKIP(return, "needs root for PFNs and KSM knobs");
 	if (upm_counter("calls") < 0)
@@ -380,7 +380,7 @@ FIXTURE_SETUP(mx)
 	knobs_save(&self->knobs);
 	/* ksmd off unless a case turns it on */
 	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/run", "0"));
-	self->len = NP * psize;
+	self->len = NP * psize();
 	self->mem = map_anon(NP);
 	ASSERT_NE(NULL, self->mem);
 	memset(self->peer, 0, sizeof(self->peer));
@@ -400,7 +400,7 @@ FIXTURE_TEARDOWN(mx)
 #define merge_with_peer(self, seed) do {				\
 	ASSERT_EQ(0, peer_start(&(self)->peer[0], seed, true, NULL));	\
 	fill((self)->mem, NP, seed);					\
-	ASSERT_EQ(0, madvise((self)->mem, NP * psize,			\
+	ASSERT_EQ(0, madvise((self)->mem, NP * psize(),			\
 			     MADV_UPM_MERGEABLE));			\
 	ASSERT_EQ(NP, shared((self)->mem, &(self)->peer[0]));		\
 } while (0)
@@ -417,20 +417,20 @@ TEST_F_TIMEOUT(mx, fork_after_merge, 300)
 	if (!pid) {
 		int bad = 0;
 
-		memset(self->mem, 0xc1, 16 * psize);
+		memset(self->mem, 0xc1, 16 * psize());
 		for (int i = 0; i < 16; i++)
-			bad += !page_is(self->mem + i * psize, i, 0, 0xc1);
+			bad += !page_is(self->mem + i * psize(), i, 0, 0xc1);
 		bad += 48 - good_range(self->mem, 101, 16, NP);
 		/* the child maps the same frames as the peer */
 		bad += 48 - shared_range(self->mem, &self->peer[0], 16, NP);
 		_exit(bad ? 1 : 0);
 	}
-	memset(self->mem + 16 * psize, 0xd1, 16 * psize);
+	memset(self->mem + 16 * psize(), 0xd1, 16 * psize());
 	ASSERT_EQ(pid, waitpid(pid, &status, 0));
 	EXPECT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
 	EXPECT_EQ(16, good_range(self->mem, 101, 0, 16));
 	for (int i = 16; i < 32; i++)
-		EXPECT_TRUE(page_is(self->mem + i * psize, i, 0, 0xd1));
+		EXPECT_TRUE(page_is(self->mem + i * psize(), i, 0, 0xd1));
 	EXPECT_EQ(32, good_range(self->mem, 101, 32, NP));
 	EXPECT_EQ(16, shared_range(self->mem, &self->peer[0], 0, 16));
 	EXPECT_EQ(32, shared_range(self->mem, &self->peer[0], 32, NP));
@@ -441,14 +441,14 @@ TEST_F_TIMEOUT(mx, fork_after_merge, 300)
 TEST_F_TIMEOUT(mx, munmap_part, 300)
 {
 	merge_with_peer(self, 102);
-	ASSERT_EQ(0, munmap(self->mem + 16 * psize, 16 * psize));
+	ASSERT_EQ(0, munmap(self->mem + 16 * psize(), 16 * psize()));
 	EXPECT_EQ(16, good_range(self->mem, 102, 0, 16));
 	EXPECT_EQ(32, good_range(self->mem, 102, 32, NP));
 	EXPECT_EQ(16, shared_range(self->mem, &self->peer[0], 0, 16));
 	EXPECT_EQ(32, shared_range(self->mem, &self->peer[0], 32, NP));
 	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
 	/* advising across the hole fails and changes nothing */
-	EXPECT_EQ(-1, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(-1, madvise(self->mem, NP * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(ENOMEM, errno);
 	EXPECT_EQ(48, shared_range(self->mem, &self->peer[0], 0, 16) +
 		  shared_range(self->mem, &self->peer[0], 32, NP));
@@ -464,33 +464,33 @@ TEST_F_TIMEOUT(mx, mremap_move_and_grow, 300)
 	char *hole, *p;
 
 	merge_with_peer(self, 103);
-	hole = mmap(NULL, 4 * NP * psize, PROT_NONE,
+	hole = mmap(NULL, 4 * NP * psize(), PROT_NONE,
 		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	ASSERT_NE(MAP_FAILED, hole);
-	p = mremap(self->mem, NP * psize, NP * psize,
+	p = mremap(self->mem, NP * psize(), NP * psize(),
 		   MREMAP_MAYMOVE | MREMAP_FIXED, hole);
 	ASSERT_EQ(hole, p);
-	munmap(hole + NP * psize, 3 * NP * psize);
+	munmap(hole + NP * psize(), 3 * NP * psize());
 	self->mem = p;
 	EXPECT_EQ(NP, good_range(p, 103, 0, NP));
 	EXPECT_EQ(0, shared(p, &self->peer[0]));
 	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
-	ASSERT_EQ(0, madvise(p, NP * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(p, NP * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(NP, shared(p, &self->peer[0]));
 
-	p = mremap(p, NP * psize, 2 * NP * psize, MREMAP_MAYMOVE);
+	p = mremap(p, NP * psize(), 2 * NP * psize(), MREMAP_MAYMOVE);
 	ASSERT_NE(MAP_FAILED, p);
 	self->mem = p;
-	self->len = 2 * NP * psize;
+	self->len = 2 * NP * psize();
 	EXPECT_EQ(NP, good_range(p, 103, 0, NP));
 	for (int i = NP; i < 2 * NP; i++)
-		EXPECT_EQ(0, pfn_of(p + i * psize));
+		EXPECT_EQ(0, pfn_of(p + i * psize()));
 	/* the new half, once it holds the peer's content, merges with it */
-	fill(p + NP * psize, NP, 103);
-	ASSERT_EQ(0, madvise(p, 2 * NP * psize, MADV_UPM_MERGEABLE));
+	fill(p + NP * psize(), NP, 103);
+	ASSERT_EQ(0, madvise(p, 2 * NP * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(NP, shared(p, &self->peer[0]));
-	EXPECT_EQ(NP, shared(p + NP * psize, &self->peer[0]));
-	EXPECT_EQ(NP, good_range(p + NP * psize, 103, 0, NP));
+	EXPECT_EQ(NP, shared(p + NP * psize(), &self->peer[0]));
+	EXPECT_EQ(NP, good_range(p + NP * psize(), 103, 0, NP));
 	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
 }
 
@@ -500,20 +500,20 @@ TEST_F_TIMEOUT(mx, mprotect_cycle, 300)
 	long merged;
 
 	merge_with_peer(self, 104);
-	ASSERT_EQ(0, mprotect(self->mem, NP * psize, PROT_READ));
+	ASSERT_EQ(0, mprotect(self->mem, NP * psize(), PROT_READ));
 	EXPECT_EQ(NP, good_range(self->mem, 104, 0, NP));
 	merged = upm_counter("pages_merged");
-	EXPECT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(0, madvise(self->mem, NP * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(0, upm_counter("pages_merged") - merged);
 	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
-	ASSERT_EQ(0, mprotect(self->mem, NP * psize, PROT_NONE));
+	ASSERT_EQ(0, mprotect(self->mem, NP * psize(), PROT_NONE));
 	/* documented: PROT_NONE ranges are accepted */
-	EXPECT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(0, madvise(self->mem, NP * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
-	ASSERT_EQ(0, mprotect(self->mem, NP * psize, PROT_READ | PROT_WRITE));
+	ASSERT_EQ(0, mprotect(self->mem, NP * psize(), PROT_READ | PROT_WRITE));
 	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
 	EXPECT_EQ(NP, good_range(self->mem, 104, 0, NP));
-	self->mem[5 * psize] ^= 1;
+	self->mem[5 * psize()] ^= 1;
 	EXPECT_EQ(NP - 1, shared(self->mem, &self->peer[0]));
 	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
 }
@@ -526,9 +526,9 @@ TEST_F_TIMEOUT(mx, sealed_range_merges, 300)
 {
 	ASSERT_EQ(0, peer_start(&self->peer[0], 120, true, NULL));
 	fill(self->mem, NP, 120);
-	if (syscall(462, self->mem, NP * psize, 0))
+	if (syscall(462, self->mem, NP * psize(), 0))
 		SKIP(return, "no mseal(): %s", strerror(errno));
-	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(self->mem, NP * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
 	EXPECT_EQ(NP, good_range(self->mem, 120, 0, NP));
 	self->mem[0] ^= 1;
@@ -543,10 +543,10 @@ TEST_F_TIMEOUT(mx, advise_prot_none_merges, 300)
 {
 	ASSERT_EQ(0, peer_start(&self->peer[0], 105, true, NULL));
 	fill(self->mem, NP, 105);
-	ASSERT_EQ(0, mprotect(self->mem, NP * psize, PROT_NONE));
-	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, mprotect(self->mem, NP * psize(), PROT_NONE));
+	ASSERT_EQ(0, madvise(self->mem, NP * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
-	ASSERT_EQ(0, mprotect(self->mem, NP * psize, PROT_READ | PROT_WRITE));
+	ASSERT_EQ(0, mprotect(self->mem, NP * psize(), PROT_READ | PROT_WRITE));
 	EXPECT_EQ(NP, good_range(self->mem, 105, 0, NP));
 	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
 }
@@ -555,14 +555,15 @@ TEST_F_TIMEOUT(mx, advise_prot_none_merges, 300)
 TEST_F_TIMEOUT(mx, dontneed_and_free, 300)
 {
 	merge_with_peer(self, 106);
-	ASSERT_EQ(0, madvise(self->mem, 16 * psize, MADV_DONTNEED));
+	ASSERT_EQ(0, madvise(self->mem, 16 * psize(), MADV_DONTNEED));
 	for (int i = 0; i < 16; i++)
-		EXPECT_EQ(0, pfn_of(self->mem + i * psize));
+		EXPECT_EQ(0, pfn_of(self->mem + i * psize()));
 	for (int i = 0; i < 16; i++)
-		EXPECT_TRUE(is_zero_page_content(self->mem + i * psize));
-	ASSERT_EQ(0, madvise(self->mem + 16 * psize, 16 * psize, MADV_FREE));
+		EXPECT_TRUE(is_zero_page_content(self->mem + i * psize()));
+	ASSERT_EQ(0, madvise(self->mem + 16 * psize(), 16 * psize(),
+			     MADV_FREE));
 	for (int i = 16; i < 32; i++) {
-		char *pg = self->mem + i * psize;
+		char *pg = self->mem + i * psize();
 
 		EXPECT_TRUE(page_is(pg, i, 106, 0) || is_zero_page_content(pg));
 	}
@@ -584,7 +585,7 @@ TEST_F_TIMEOUT(mx, advise_again_no_double_count, 300)
 	entries = upm_counter("index_entries");
 	skipped = upm_counter("skipped_ksm");
 	for (int r = 0; r < 2; r++)
-		ASSERT_EQ(0, madvise(self->mem, NP * psize,
+		ASSERT_EQ(0, madvise(self->mem, NP * psize(),
 				     MADV_UPM_MERGEABLE));
 	EXPECT_EQ(sharing, ksm_counter("pages_sharing"));
 	EXPECT_EQ(shared_pages, ksm_counter("pages_shared"));
@@ -603,16 +604,16 @@ TEST_F_TIMEOUT(mx, pageout_merged, 300)
 	if (!have_swap())
 		SKIP(return, "no swap (the test guest sets up zram swap)");
 	merge_with_peer(self, 108);
-	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_PAGEOUT));
+	ASSERT_EQ(0, madvise(self->mem, NP * psize(), MADV_PAGEOUT));
 	EXPECT_EQ(NP, good_range(self->mem, 108, 0, NP));
 	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
 	/* the peer leaves: this process alone maps the KSM pages now */
 	ASSERT_EQ(0, peer_stop(&self->peer[0]));
 	for (int i = 0; i < NP; i++)
-		EXPECT_TRUE(is_ksm(self->mem + i * psize));
-	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_PAGEOUT));
+		EXPECT_TRUE(is_ksm(self->mem + i * psize()));
+	ASSERT_EQ(0, madvise(self->mem, NP * psize(), MADV_PAGEOUT));
 	for (int i = 0; i < NP; i++)
-		swapped += !!(pagemap_of(self->mem + i * psize) & PM_SWAP);
+		swapped += !!(pagemap_of(self->mem + i * psize()) & PM_SWAP);
 	EXPECT_LT(0, swapped);
 	TH_LOG("%d of %d KSM pages swapped out", swapped, NP);
 	EXPECT_EQ(NP, good_range(self->mem, 108, 0, NP));
@@ -641,7 +642,7 @@ TEST_F_TIMEOUT(mx, swap_shared_pages, 300)
 		write_str(CG "/upm-mx-swap/memory.reclaim",
 			  "16M swappiness=200");
 		for (int i = 0; i < NP; i++)
-			swapped += !!(pagemap_of(self->mem + i * psize) &
+			swapped += !!(pagemap_of(self->mem + i * psize()) &
 				      PM_SWAP);
 	}
 	TH_LOG("%d reclaim passes, memory.current %ld -> %ld", r, before,
@@ -660,7 +661,7 @@ TEST_F_TIMEOUT(mx, swap_shared_pages, 300)
 	 * As with ksmd, a KSM page read back from swap comes back as a
 	 * private page in each sharer; advising again merges them.
 	 */
-	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(self->mem, NP * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(0, peer_call(&self->peer[0], OP_ADVISE, 0, 0, 0));
 	EXPECT_EQ(NP / 2, shared_range(self->mem, &self->peer[0], NP / 2, NP));
 	EXPECT_EQ(NP, good_range(self->mem, 109, 0, NP));
@@ -682,7 +683,7 @@ TEST_F_TIMEOUT(mx, migrate_merged, 300)
 		SKIP(return, "one NUMA node (make test boots with NUMA=2)");
 	merge_with_peer(self, 110);
 	for (int i = 0; i < NP; i++) {
-		pages[i] = self->mem + i * psize;
+		pages[i] = self->mem + i * psize();
 		nodes[i] = 1;
 		status[i] = -1;
 	}
@@ -696,7 +697,7 @@ TEST_F_TIMEOUT(mx, migrate_merged, 300)
 	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
 
 	/* mbind back to node 0, moving pages mapped by others too */
-	r = syscall(__NR_mbind, self->mem, NP * psize, MX_MPOL_BIND, &mask,
+	r = syscall(__NR_mbind, self->mem, NP * psize(), MX_MPOL_BIND, &mask,
 		    sizeof(mask) * 8, MX_MPOL_MF_MOVE_ALL);
 	ASSERT_EQ(0, r);
 	r = syscall(__NR_move_pages, 0, NP, pages, NULL, status, 0);
@@ -706,7 +707,8 @@ TEST_F_TIMEOUT(mx, migrate_merged, 300)
 	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
 	EXPECT_EQ(NP, good_range(self->mem, 110, 0, NP));
 	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
-	syscall(__NR_mbind, self->mem, NP * psize, MX_MPOL_DEFAULT, NULL, 0, 0);
+	syscall(__NR_mbind, self->mem, NP * psize(), MX_MPOL_DEFAULT, NULL,
+		0, 0);
 }
 
 static atomic_int stop_flag;
@@ -767,7 +769,7 @@ TEST_F_TIMEOUT(mx, compact_while_advising, 300)
 		merged = upm_counter("pages_merged");
 		busy = upm_counter("skipped_busy") +
 		       upm_counter("skipped_absent");
-		ASSERT_EQ(0, madvise(self->mem, NP * psize,
+		ASSERT_EQ(0, madvise(self->mem, NP * psize(),
 				     MADV_UPM_MERGEABLE));
 		EXPECT_EQ(NP, outcome_sum() - before);
 		merged = upm_counter("pages_merged") - merged;
@@ -805,8 +807,8 @@ static char *thp_pair(char **raw, size_t thp)
 	a = (char *)(((uintptr_t)*raw + thp - 1) & ~(thp - 1));
 	if (madvise(a, 2 * thp, MADV_HUGEPAGE))
 		return NULL;
-	fill(a, thp / psize, 111);
-	fill(a + thp, thp / psize, 111);
+	fill(a, thp / psize(), 111);
+	fill(a + thp, thp / psize(), 111);
 	return a;
 }
 
@@ -814,7 +816,7 @@ static int pair_shared(char *a, size_t thp)
 {
 	int n = 0;
 
-	for (size_t i = 0; i < thp; i += psize) {
+	for (size_t i = 0; i < thp; i += psize()) {
 		uint64_t pfn = pfn_of(a + i);
 
 		n += pfn && pfn == pfn_of(a + thp + i) && is_ksm(a + i);
@@ -844,7 +846,7 @@ TEST_F_TIMEOUT(mx, thp_collapse_merged, 300)
 	       r ? strerror(errno) : "collapsed");
 	EXPECT_TRUE(same_as(a, n, 111));
 	EXPECT_TRUE(same_as(a + thp, n, 111));
-	for (size_t i = 0; i < thp; i += psize)
+	for (size_t i = 0; i < thp; i += psize())
 		EXPECT_TRUE(is_ksm(a + thp + i));
 	if (!r)
 		EXPECT_TRUE(read_kpageflags(pfn_of(a)) & (1ULL << KPF_THP));
@@ -911,8 +913,8 @@ TEST_F_TIMEOUT(mx, thp_split_during_advise, 300)
 	while (now() < end || rounds < 2) {
 		EXPECT_EQ(0, madvise(a, 2 * thp, MADV_UPM_MERGEABLE));
 		/* a write breaks sharing and invites another collapse */
-		a[rounds % n * psize] ^= 1;
-		a[rounds % n * psize] ^= 1;
+		a[rounds % n * psize()] ^= 1;
+		a[rounds % n * psize()] ^= 1;
 		rounds++;
 	}
 	stop_flag = 1;
@@ -930,10 +932,10 @@ TEST_F_TIMEOUT(mx, mlock_merged, 300)
 {
 	ASSERT_EQ(0, peer_start(&self->peer[0], 112, true, NULL));
 	fill(self->mem, NP, 112);
-	ASSERT_EQ(0, mlock(self->mem, NP * psize));
-	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, mlock(self->mem, NP * psize()));
+	ASSERT_EQ(0, madvise(self->mem, NP * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
-	ASSERT_EQ(0, munlock(self->mem, NP * psize));
+	ASSERT_EQ(0, munlock(self->mem, NP * psize()));
 	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
 	EXPECT_EQ(NP, good_range(self->mem, 112, 0, NP));
 	/*
@@ -941,16 +943,16 @@ TEST_F_TIMEOUT(mx, mlock_merged, 300)
 	 * for writing (populate breaks COW): this process gets private
 	 * copies, the peer keeps its frames and bytes.
 	 */
-	ASSERT_EQ(0, mlock(self->mem, NP * psize));
+	ASSERT_EQ(0, mlock(self->mem, NP * psize()));
 	EXPECT_EQ(0, shared(self->mem, &self->peer[0]));
 	for (int i = 0; i < NP; i++)
-		EXPECT_FALSE(is_ksm(self->mem + i * psize));
+		EXPECT_FALSE(is_ksm(self->mem + i * psize()));
 	EXPECT_EQ(NP, good_range(self->mem, 112, 0, NP));
 	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
 	/* advising the locked range merges it again */
-	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(self->mem, NP * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
-	ASSERT_EQ(0, munlock(self->mem, NP * psize));
+	ASSERT_EQ(0, munlock(self->mem, NP * psize()));
 	EXPECT_EQ(NP, good_range(self->mem, 112, 0, NP));
 }
 
@@ -968,13 +970,13 @@ TEST_F_TIMEOUT(mx, userfaultfd_range, 300)
 	ASSERT_EQ(0, peer_start(&self->peer[0], 113, true, NULL));
 	fill(self->mem, NP, 113);
 	reg.range.start = (uintptr_t)self->mem;
-	reg.range.len = NP * psize;
+	reg.range.len = NP * psize();
 	reg.mode = UFFDIO_REGISTER_MODE_MISSING;
 	ASSERT_EQ(0, ioctl(uffd, UFFDIO_REGISTER, &reg));
-	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(self->mem, NP * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
-	self->mem[psize] ^= 1;
-	self->mem[psize] ^= 1;
+	self->mem[psize()] ^= 1;
+	self->mem[psize()] ^= 1;
 	EXPECT_EQ(NP - 1, shared(self->mem, &self->peer[0]));
 	EXPECT_EQ(NP, good_range(self->mem, 113, 0, NP));
 	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
@@ -984,8 +986,8 @@ TEST_F_TIMEOUT(mx, userfaultfd_range, 300)
 /* Pages held by a pipe through vmsplice are not merged while held. */
 TEST_F_TIMEOUT(mx, vmsplice_held_not_merged, 300)
 {
-	struct iovec iov = { .iov_base = NULL, .iov_len = 16 * psize };
-	char *buf = malloc(16 * psize);
+	struct iovec iov = { .iov_base = NULL, .iov_len = 16 * psize() };
+	char *buf = malloc(16 * psize());
 	int fds[2];
 	ssize_t got = 0, r;
 
@@ -994,17 +996,17 @@ TEST_F_TIMEOUT(mx, vmsplice_held_not_merged, 300)
 	ASSERT_EQ(0, peer_start(&self->peer[0], 114, true, NULL));
 	fill(self->mem, NP, 114);
 	iov.iov_base = self->mem;
-	ASSERT_EQ(16 * psize, vmsplice(fds[1], &iov, 1, 0));
-	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(16 * psize(), vmsplice(fds[1], &iov, 1, 0));
+	ASSERT_EQ(0, madvise(self->mem, NP * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(0, shared_range(self->mem, &self->peer[0], 0, 16));
 	EXPECT_EQ(NP - 16, shared_range(self->mem, &self->peer[0], 16, NP));
-	while (got < (ssize_t)(16 * psize)) {
-		r = read(fds[0], buf + got, 16 * psize - got);
+	while (got < (ssize_t)(16 * psize())) {
+		r = read(fds[0], buf + got, 16 * psize() - got);
 		ASSERT_LT(0, r);
 		got += r;
 	}
 	EXPECT_EQ(16, good_range(buf, 114, 0, 16));
-	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(self->mem, NP * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
 	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
 	close(fds[0]);
@@ -1025,18 +1027,18 @@ TEST_F_TIMEOUT(mx, pinned_never_merged, 300)
 	ASSERT_EQ(0, peer_start(&self->peer[0], 115, true, NULL));
 	fill(self->mem, NP, 115);
 	pin.addr = (uintptr_t)self->mem;
-	pin.size = 16 * psize;
+	pin.size = 16 * psize();
 	pin.flags = PIN_LONGTERM_TEST_FLAG_USE_WRITE;
 	ASSERT_EQ(0, ioctl(fd, PIN_LONGTERM_TEST_START, &pin));
 	pinned = upm_counter("skipped_pinned");
-	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(self->mem, NP * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(16, upm_counter("skipped_pinned") - pinned);
 	EXPECT_EQ(0, shared_range(self->mem, &self->peer[0], 0, 16));
 	for (int i = 0; i < 16; i++)
-		EXPECT_FALSE(is_ksm(self->mem + i * psize));
+		EXPECT_FALSE(is_ksm(self->mem + i * psize()));
 	EXPECT_EQ(NP - 16, shared_range(self->mem, &self->peer[0], 16, NP));
 	ASSERT_EQ(0, ioctl(fd, PIN_LONGTERM_TEST_STOP));
-	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(self->mem, NP * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
 	EXPECT_EQ(NP, good_range(self->mem, 115, 0, NP));
 	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
@@ -1072,8 +1074,8 @@ TEST_F_TIMEOUT(mx, memcg_sharers, 300)
 	anon_b = cg_stat("upm-mx-b", "anon");
 	TH_LOG("anon charged: a %ld, b %ld bytes", anon_a, anon_b);
 	/* NP pages in two processes: charged once, not twice */
-	EXPECT_GE(anon_a + anon_b, (long)(NP * psize));
-	EXPECT_GT((long)(2 * NP * psize), anon_a + anon_b);
+	EXPECT_GE(anon_a + anon_b, (long)(NP * psize()));
+	EXPECT_GT((long)(2 * NP * psize()), anon_a + anon_b);
 
 	/* peer 0 leaves its group, which is then removed */
 	snprintf(pid_s, sizeof(pid_s), "%d", self->peer[0].pid);
@@ -1104,16 +1106,16 @@ TEST_F_TIMEOUT(mx, memcg_sharers, 300)
 		if (!p)
 			_exit(1);
 		fill(p, NP, 116);
-		if (madvise(p, NP * psize, MADV_UPM_MERGEABLE))
+		if (madvise(p, NP * psize(), MADV_UPM_MERGEABLE))
 			_exit(2);
-		ok = is_ksm(p) && is_ksm(p + (NP - 1) * psize) ? 'y' : 'n';
+		ok = is_ksm(p) && is_ksm(p + (NP - 1) * psize()) ? 'y' : 'n';
 		if (write(pfd[1], &ok, 1) != 1)
 			_exit(3);
 		hog = mmap(NULL, 256UL << 20, PROT_READ | PROT_WRITE,
 			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (hog == MAP_FAILED)
 			_exit(4);
-		for (size_t off = 0; off < (256UL << 20); off += psize)
+		for (size_t off = 0; off < (256UL << 20); off += psize())
 			hog[off] = 1;
 		_exit(5);
 	}
@@ -1181,7 +1183,7 @@ TEST_F_TIMEOUT(mx, more_than_max_page_sharing, 300)
 			close(ask[1]);
 			fill(p, 1, 117);
 			v[0] = i;
-			v[1] = !madvise(p, psize, MADV_UPM_MERGEABLE);
+			v[1] = !madvise(p, psize(), MADV_UPM_MERGEABLE);
 			if (write(rep[1], v, sizeof(v)) != sizeof(v) ||
 			    read(ask[0], &c, 1) != 1)
 				_exit(3);
@@ -1262,16 +1264,16 @@ static void *unmap_remap_loop(void *arg)
 
 	while (now() < c->end) {
 		if (i++ & 1) {
-			munmap(c->mem + 8 * psize, 8 * psize);
-			mmap(c->mem + 8 * psize, 8 * psize,
+			munmap(c->mem + 8 * psize(), 8 * psize());
+			mmap(c->mem + 8 * psize(), 8 * psize(),
 			     PROT_READ | PROT_WRITE,
 			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
 		} else {
-			tmp = mremap(c->mem, NP * psize, NP * psize,
+			tmp = mremap(c->mem, NP * psize(), NP * psize(),
 				     MREMAP_MAYMOVE);
 			if (tmp == MAP_FAILED)
 				continue;
-			mremap(tmp, NP * psize, NP * psize,
+			mremap(tmp, NP * psize(), NP * psize(),
 			       MREMAP_MAYMOVE | MREMAP_FIXED, c->mem);
 		}
 	}
@@ -1289,7 +1291,7 @@ TEST_F_TIMEOUT(mx, race_advise_munmap_mremap, 300)
 	c.end = now() + RACE_SECS;
 	ASSERT_EQ(0, pthread_create(&th, NULL, unmap_remap_loop, &c));
 	while (now() < c.end) {
-		if (madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE) &&
+		if (madvise(self->mem, NP * psize(), MADV_UPM_MERGEABLE) &&
 		    errno != ENOMEM)
 			c.bad_errno++;
 		calls++;
@@ -1301,7 +1303,7 @@ TEST_F_TIMEOUT(mx, race_advise_munmap_mremap, 300)
 	EXPECT_EQ(8, good_range(self->mem, 118, 0, 8));
 	EXPECT_EQ(NP - 16, good_range(self->mem, 118, 16, NP));
 	fill(self->mem, NP, 118);
-	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(self->mem, NP * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
 	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
 }
@@ -1337,16 +1339,17 @@ TEST_F_TIMEOUT(mx, race_advise_fork_exit, 300)
 	c.end = now() + RACE_SECS;
 	ASSERT_EQ(0, pthread_create(&th, NULL, fork_loop, &c));
 	while (now() < c.end) {
-		EXPECT_EQ(0, madvise(self->mem, NP * psize,
+		EXPECT_EQ(0, madvise(self->mem, NP * psize(),
 				     MADV_UPM_MERGEABLE));
-		EXPECT_EQ(0, madvise(self->mem, NP * psize, MADV_UNMERGEABLE));
+		EXPECT_EQ(0, madvise(self->mem, NP * psize(),
+				     MADV_UNMERGEABLE));
 	}
 	pthread_join(th, NULL);
 	TH_LOG("%d children", c.forks);
 	EXPECT_LT(0, c.forks);
 	EXPECT_EQ(0, c.bad_children);
 	EXPECT_EQ(NP, good_range(self->mem, 119, 0, NP));
-	ASSERT_EQ(0, madvise(self->mem, NP * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(self->mem, NP * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(NP, shared(self->mem, &self->peer[0]));
 }
 
@@ -1362,12 +1365,12 @@ static void *zero_map_unmap_loop(void *arg)
 
 	while (now() < z->end) {
 		/* private pages of zeroes; advise maps the KSM zero page */
-		memset(z->mem, 1, NP * psize);
-		memset(z->mem, 0, NP * psize);
-		madvise(z->mem, NP * psize, MADV_UPM_MERGEABLE);
+		memset(z->mem, 1, NP * psize());
+		memset(z->mem, 0, NP * psize());
+		madvise(z->mem, NP * psize(), MADV_UPM_MERGEABLE);
 		/* a write to a KSM zero page unmaps it again */
 		for (int i = 0; i < NP; i++)
-			z->mem[i * psize] = 1;
+			z->mem[i * psize()] = 1;
 		z->rounds++;
 	}
 	return NULL;
@@ -1401,7 +1404,7 @@ TEST_F_TIMEOUT(mx, race_fork_zero_pages, 300)
 		forks++;
 	}
 	pthread_join(th, NULL);
-	ASSERT_EQ(0, munmap(self->mem, NP * psize));
+	ASSERT_EQ(0, munmap(self->mem, NP * psize()));
 	self->mem = NULL;
 	TH_LOG("%d forks, %d zero-page rounds", forks, z.rounds);
 	EXPECT_EQ(zero, ksm_counter("ksm_zero_pages"));
@@ -1552,12 +1555,11 @@ FIXTURE_VARIANT_ADD(bad, zero_length) {
 
 FIXTURE_SETUP(bad)
 {
-	psize = getpagesize();
 	if (getuid())
 		SKIP(return, "needs root for PFNs");
 	if (upm_counter("calls") < 0)
 		SKIP(return, "no /sys/kernel/mm/upm: no CONFIG_UPM");
-	self->mem = mmap((void *)BAD_BASE, NP * psize, PROT_READ | PROT_WRITE,
+	self->mem = mmap((void *)BAD_BASE, NP * psize(), PROT_READ | PROT_WRITE,
 			 MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
 			 -1, 0);
 	ASSERT_EQ((void *)BAD_BASE, self->mem);
@@ -1615,17 +1617,17 @@ static char *find_vvar(void)
 TEST_F(bad, row)
 {
 	char *mem = self->mem, *addr = mem, *m;
-	size_t len = NP * psize;
+	size_t len = NP * psize();
 	int intact = NP, r, err;
 	long calls;
 
 	switch (variant->kind) {
 	case K_UNALIGNED:
 		addr = mem + 1;
-		len = psize;
+		len = psize();
 		break;
 	case K_WRAP:
-		len = -(size_t)psize;
+		len = -(size_t)psize();
 		break;
 	case K_LEN_ROUNDS_TO_0:
 		len = SIZE_MAX;
@@ -1634,30 +1636,31 @@ TEST_F(bad, row)
 		len = 1UL << 45;
 		break;
 	case K_HOLE:
-		ASSERT_EQ(0, munmap(mem + 16 * psize, 16 * psize));
+		ASSERT_EQ(0, munmap(mem + 16 * psize(), 16 * psize()));
 		intact = 48;
 		break;
 	case K_UNMAPPED:
-		addr = mem + NP * psize;
-		len = 4 * psize;
+		addr = mem + NP * psize();
+		len = 4 * psize();
 		break;
 	case K_SHARED:
 	case K_MIXED:
-		m = mmap(mem + 48 * psize, 16 * psize, PROT_READ | PROT_WRITE,
+		m = mmap(mem + 48 * psize(), 16 * psize(),
+			 PROT_READ | PROT_WRITE,
 			 MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-		ASSERT_EQ(mem + 48 * psize, m);
+		ASSERT_EQ(mem + 48 * psize(), m);
 		fill(m, 16, 131);
 		intact = 48;
 		if (variant->kind == K_SHARED) {
 			addr = m;
-			len = 16 * psize;
+			len = 16 * psize();
 		}
 		break;
 	case K_PFNMAP:
 		addr = find_vvar();
 		if (!addr)
 			SKIP(return, "no [vvar] mapping");
-		len = psize;
+		len = psize();
 		break;
 	case K_HUGETLB:
 		addr = mmap(NULL, 2UL << 20, PROT_READ | PROT_WRITE,
@@ -1685,9 +1688,9 @@ TEST_F(bad, row)
 	if (r)
 		TH_LOG("errno %d (%s)", err, strerror(err));
 	EXPECT_EQ(0, upm_counter("calls") - calls);
-	EXPECT_EQ(0, mergeable_vmas(mem, mem + NP * psize));
+	EXPECT_EQ(0, mergeable_vmas(mem, mem + NP * psize()));
 	for (int i = 0; i < NP; i++)
-		EXPECT_FALSE(is_ksm(mem + i * psize));
+		EXPECT_FALSE(is_ksm(mem + i * psize()));
 	if (variant->kind == K_HOLE) {
 		EXPECT_EQ(16, good_range(mem, 130, 0, 16));
 		EXPECT_EQ(32, good_range(mem, 130, 32, NP));
@@ -1695,11 +1698,11 @@ TEST_F(bad, row)
 		EXPECT_EQ(intact, good_range(mem, 130, 0, intact));
 	}
 	if (variant->kind == K_SHARED || variant->kind == K_MIXED)
-		EXPECT_TRUE(same_as(mem + 48 * psize, 16, 131));
+		EXPECT_TRUE(same_as(mem + 48 * psize(), 16, 131));
 	if (variant->kind == K_HUGETLB)
 		EXPECT_EQ(7, addr[12345]);
 	if (variant->kind == K_PFNMAP)
-		EXPECT_EQ(0, mergeable_vmas(addr, addr + psize));
+		EXPECT_EQ(0, mergeable_vmas(addr, addr + psize()));
 }
 
 int main(int argc, char **argv)

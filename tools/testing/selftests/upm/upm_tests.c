@@ -55,10 +55,10 @@ static int twin_start(struct twin *t, uint64_t seed, bool advise)
 		if (!p)
 			_exit(1);
 		fill(p, NPAGES, seed);
-		if (advise && madvise(p, NPAGES * psize, MADV_UPM_MERGEABLE))
+		if (advise && madvise(p, NPAGES * psize(), MADV_UPM_MERGEABLE))
 			_exit(2);
 		for (int i = 0; i < NPAGES; i++)
-			t->pfn[i] = pfn_of(p + i * psize);
+			t->pfn[i] = pfn_of(p + i * psize());
 		if (write(from[1], t->pfn, sizeof(t->pfn)) != sizeof(t->pfn))
 			_exit(3);
 		while (read(to[0], &c, 1) == 1) {
@@ -66,7 +66,7 @@ static int twin_start(struct twin *t, uint64_t seed, bool advise)
 				break;
 			if (c == 'p') {
 				for (int i = 0; i < NPAGES; i++)
-					t->pfn[i] = pfn_of(p + i * psize);
+					t->pfn[i] = pfn_of(p + i * psize());
 				if (write(from[1], t->pfn, sizeof(t->pfn)) !=
 				    sizeof(t->pfn))
 					_exit(4);
@@ -127,7 +127,6 @@ FIXTURE(upm) {
 
 FIXTURE_SETUP(upm)
 {
-	psize = getpagesize();
 	if (getuid())
 		SKIP(return, "needs root for PFNs and KSM knobs");
 	if (upm_counter("calls") < 0)
@@ -145,7 +144,7 @@ FIXTURE_TEARDOWN(upm)
 	if (self->twin_running)
 		twin_stop(&self->twin);
 	if (self->mem)
-		munmap(self->mem, NPAGES * psize);
+		munmap(self->mem, NPAGES * psize());
 	knobs_restore(&self->knobs);
 }
 
@@ -166,9 +165,9 @@ static int shared_with(char *mem, struct twin *t)
 		return -1;
 
 	for (int i = 0; i < NPAGES; i++) {
-		uint64_t pfn = pfn_of(mem + i * psize);
+		uint64_t pfn = pfn_of(mem + i * psize());
 
-		if (pfn && pfn == t->pfn[i] && is_ksm(mem + i * psize))
+		if (pfn && pfn == t->pfn[i] && is_ksm(mem + i * psize()))
 			n++;
 	}
 	return n;
@@ -193,7 +192,7 @@ TEST_F(upm, two_processes_merge)
 	shared = ksm_counter("pages_shared");
 
 	fill(self->mem, NPAGES, 1);
-	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize(), MADV_UPM_MERGEABLE));
 
 	EXPECT_EQ(NPAGES, count_shared_with_twin(self));
 	EXPECT_EQ(NPAGES, upm_counter("pages_merged") - merged);
@@ -222,26 +221,26 @@ TEST_F(upm, first_adviser_pages_stay_writable)
 
 	fill(self->mem, NPAGES, 2);
 	for (int i = 0; i < NPAGES; i++)
-		pfn[i] = pfn_of(self->mem + i * psize);
-	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+		pfn[i] = pfn_of(self->mem + i * psize());
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(NPAGES, upm_counter("pages_candidate") - cands);
 	EXPECT_EQ(NPAGES, upm_counter("index_candidates") - in_index);
 	EXPECT_EQ(0, upm_counter("pages_stable_new") - stable);
 	EXPECT_EQ(0, ksm_counter("pages_shared") - shared);
 	EXPECT_EQ(0, read_ksm_stat("upm_stable_pages") - mine);
 	for (int i = 0; i < NPAGES; i++) {
-		EXPECT_FALSE(is_ksm(self->mem + i * psize));
-		EXPECT_EQ(pfn[i], pfn_of(self->mem + i * psize));
+		EXPECT_FALSE(is_ksm(self->mem + i * psize()));
+		EXPECT_EQ(pfn[i], pfn_of(self->mem + i * psize()));
 	}
 	EXPECT_TRUE(same_as(self->mem, NPAGES, 2));
 
 	ASSERT_EQ(0, getrusage(RUSAGE_SELF, &before));
 	for (int i = 0; i < NPAGES; i++)
-		self->mem[i * psize] ^= 1;
+		self->mem[i * psize()] ^= 1;
 	ASSERT_EQ(0, getrusage(RUSAGE_SELF, &after));
 	EXPECT_EQ(before.ru_minflt, after.ru_minflt);
 	for (int i = 0; i < NPAGES; i++)
-		EXPECT_EQ(pfn[i], pfn_of(self->mem + i * psize));
+		EXPECT_EQ(pfn[i], pfn_of(self->mem + i * psize()));
 }
 
 /* Different content is never merged. */
@@ -252,7 +251,7 @@ TEST_F(upm, distinct_content_not_merged)
 	start_twin(self, 3);
 	merged = upm_counter("pages_merged");
 	fill(self->mem, NPAGES, 4);
-	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(0, upm_counter("pages_merged") - merged);
 	EXPECT_EQ(0, count_shared_with_twin(self));
 	EXPECT_TRUE(same_as(self->mem, NPAGES, 4));
@@ -265,7 +264,7 @@ TEST_F(upm, changed_candidate_not_merged)
 	long merged, dropped;
 
 	fill(self->mem, NPAGES, 30);
-	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize(), MADV_UPM_MERGEABLE));
 	fill(self->mem, NPAGES, 31);
 	merged = upm_counter("pages_merged");
 	dropped = upm_counter("candidates_dropped");
@@ -274,7 +273,7 @@ TEST_F(upm, changed_candidate_not_merged)
 	EXPECT_EQ(NPAGES, upm_counter("candidates_dropped") - dropped);
 	EXPECT_EQ(0, count_shared_with_twin(self));
 	for (int i = 0; i < NPAGES; i++)
-		EXPECT_FALSE(is_ksm(self->mem + i * psize));
+		EXPECT_FALSE(is_ksm(self->mem + i * psize()));
 	EXPECT_TRUE(same_as(self->mem, NPAGES, 31));
 	EXPECT_TRUE(twin_content_ok(&self->twin));
 }
@@ -285,8 +284,8 @@ TEST_F(upm, unmapped_candidate_dropped)
 	long merged, dropped, in_index;
 
 	fill(self->mem, NPAGES, 32);
-	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
-	ASSERT_EQ(0, munmap(self->mem, NPAGES * psize));
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize(), MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, munmap(self->mem, NPAGES * psize()));
 	self->mem = NULL;
 	merged = upm_counter("pages_merged");
 	dropped = upm_counter("candidates_dropped");
@@ -323,13 +322,13 @@ TEST_F(upm, write_after_merge_is_private)
 {
 	start_twin(self, 5);
 	fill(self->mem, NPAGES, 5);
-	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize(), MADV_UPM_MERGEABLE));
 	ASSERT_EQ(NPAGES, count_shared_with_twin(self));
 
-	memset(self->mem + 3 * psize, 0x5a, 100);
-	EXPECT_NE(pfn_of(self->mem + 3 * psize), self->twin.pfn[3]);
-	EXPECT_FALSE(is_ksm(self->mem + 3 * psize));
-	EXPECT_EQ(0x5a, self->mem[3 * psize + 99]);
+	memset(self->mem + 3 * psize(), 0x5a, 100);
+	EXPECT_NE(pfn_of(self->mem + 3 * psize()), self->twin.pfn[3]);
+	EXPECT_FALSE(is_ksm(self->mem + 3 * psize()));
+	EXPECT_EQ(0x5a, self->mem[3 * psize() + 99]);
 	EXPECT_EQ(NPAGES - 1, count_shared_with_twin(self));
 	/* The other process still reads its original bytes. */
 	EXPECT_TRUE(twin_content_ok(&self->twin));
@@ -340,20 +339,20 @@ TEST_F(upm, zero_pages)
 {
 	long zero, kzero, stable;
 
-	memset(self->mem, 1, NPAGES * psize);
-	memset(self->mem, 0, NPAGES * psize);
+	memset(self->mem, 1, NPAGES * psize());
+	memset(self->mem, 0, NPAGES * psize());
 	zero = upm_counter("pages_zero");
 	kzero = ksm_counter("ksm_zero_pages");
 	stable = upm_counter("pages_stable_new");
-	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(NPAGES, upm_counter("pages_zero") - zero);
 	EXPECT_EQ(NPAGES, ksm_counter("ksm_zero_pages") - kzero);
 	EXPECT_EQ(0, upm_counter("pages_stable_new") - stable);
 	for (int i = 0; i < NPAGES; i++) {
-		uint64_t pfn = pfn_of(self->mem + i * psize);
+		uint64_t pfn = pfn_of(self->mem + i * psize());
 
 		EXPECT_TRUE(read_kpageflags(pfn) & (1ULL << KPF_ZERO_PAGE));
-		EXPECT_EQ(0, self->mem[i * psize + 7]);
+		EXPECT_EQ(0, self->mem[i * psize() + 7]);
 	}
 	/* Writing gives a private page again. */
 	self->mem[0] = 9;
@@ -370,13 +369,14 @@ TEST_F(upm, two_ranges_one_process)
 	ASSERT_NE(NULL, b);
 	fill(self->mem, NPAGES, 6);
 	fill(b, NPAGES, 6);
-	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
-	ASSERT_EQ(0, madvise(b, NPAGES * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize(), MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(b, NPAGES * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(NPAGES, upm_counter("pages_merged") - merged);
 	for (int i = 0; i < NPAGES; i++)
-		EXPECT_EQ(pfn_of(self->mem + i * psize), pfn_of(b + i * psize));
+		EXPECT_EQ(pfn_of(self->mem + i * psize()),
+			  pfn_of(b + i * psize()));
 	EXPECT_TRUE(same_as(b, NPAGES, 6));
-	munmap(b, NPAGES * psize);
+	munmap(b, NPAGES * psize());
 }
 
 /*
@@ -388,19 +388,20 @@ TEST_F(upm, duplicates_within_one_range)
 	long merged = upm_counter("pages_merged");
 
 	fill(self->mem, NPAGES / 2, 34);
-	memcpy(self->mem + NPAGES / 2 * psize, self->mem, NPAGES / 2 * psize);
-	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	memcpy(self->mem + NPAGES / 2 * psize(), self->mem,
+	       NPAGES / 2 * psize());
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(NPAGES / 2, upm_counter("pages_merged") - merged);
 	for (int i = 0; i < NPAGES / 2; i++) {
-		char *a = self->mem + i * psize;
-		char *b = a + NPAGES / 2 * psize;
+		char *a = self->mem + i * psize();
+		char *b = a + NPAGES / 2 * psize();
 
 		EXPECT_TRUE(is_ksm(a));
 		EXPECT_EQ(pfn_of(a), pfn_of(b));
 	}
 	EXPECT_TRUE(same_as(self->mem, NPAGES / 2, 34));
-	EXPECT_EQ(0, memcmp(self->mem, self->mem + NPAGES / 2 * psize,
-			    NPAGES / 2 * psize));
+	EXPECT_EQ(0, memcmp(self->mem, self->mem + NPAGES / 2 * psize(),
+			    NPAGES / 2 * psize()));
 }
 
 /*
@@ -417,7 +418,7 @@ TEST_F(upm, forked_children_add_no_candidates)
 
 	fill(self->mem, NPAGES, 35);
 	in_index = upm_counter("index_candidates");
-	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize(), MADV_UPM_MERGEABLE));
 	ASSERT_EQ(NPAGES, upm_counter("index_candidates") - in_index);
 	skipped = upm_counter("skipped_ksm");
 	ASSERT_EQ(0, pipe(ready));
@@ -427,7 +428,7 @@ TEST_F(upm, forked_children_add_no_candidates)
 		ASSERT_LE(0, pids[k]);
 		if (!pids[k]) {
 			close(go[1]);
-			c = madvise(self->mem, NPAGES * psize,
+			c = madvise(self->mem, NPAGES * psize(),
 				    MADV_UPM_MERGEABLE) ? 'n' : 'y';
 			if (write(ready[1], &c, 1) != 1)
 				_exit(1);
@@ -452,7 +453,7 @@ TEST_F(upm, forked_children_add_no_candidates)
 	close(ready[0]);
 	close(ready[1]);
 	for (int i = 0; i < NPAGES; i++)
-		EXPECT_FALSE(is_ksm(self->mem + i * psize));
+		EXPECT_FALSE(is_ksm(self->mem + i * psize()));
 	EXPECT_TRUE(same_as(self->mem, NPAGES, 35));
 }
 
@@ -466,13 +467,13 @@ TEST_F(upm, partial_range)
 	merged = upm_counter("pages_merged");
 	fill(self->mem, NPAGES, 7);
 	/* An unaligned length is rounded up to whole pages, as madvise does */
-	ASSERT_EQ(0, madvise(self->mem + 8 * psize, 15 * psize + 1,
+	ASSERT_EQ(0, madvise(self->mem + 8 * psize(), 15 * psize() + 1,
 			     MADV_UPM_MERGEABLE));
 	EXPECT_EQ(16, upm_counter("pages_advised") - advised);
 	EXPECT_EQ(16, upm_counter("pages_merged") - merged);
 	EXPECT_EQ(16, count_shared_with_twin(self));
 	for (int i = 0; i < NPAGES; i++)
-		EXPECT_EQ(i >= 8 && i < 24, is_ksm(self->mem + i * psize));
+		EXPECT_EQ(i >= 8 && i < 24, is_ksm(self->mem + i * psize()));
 	EXPECT_TRUE(same_as(self->mem, NPAGES, 7));
 	EXPECT_TRUE(twin_content_ok(&self->twin));
 }
@@ -484,7 +485,7 @@ TEST_F(upm, absent_pages_skipped)
 	long cands = upm_counter("pages_candidate");
 
 	fill(self->mem, NPAGES / 2, 8);
-	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(NPAGES / 2, upm_counter("skipped_absent") - absent);
 	EXPECT_EQ(NPAGES / 2, upm_counter("pages_candidate") - cands);
 }
@@ -497,31 +498,33 @@ TEST_F(upm, errors_change_nothing)
 
 	fill(self->mem, NPAGES, 9);
 	/* unaligned start */
-	EXPECT_EQ(-1, madvise(self->mem + 1, psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(-1, madvise(self->mem + 1, psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(EINVAL, errno);
 	/* length that wraps around */
-	EXPECT_EQ(-1, madvise(self->mem, -psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(-1, madvise(self->mem, -(size_t)psize(),
+			      MADV_UPM_MERGEABLE));
 	EXPECT_EQ(EINVAL, errno);
 	/* length 0 is a no-op */
 	EXPECT_EQ(0, madvise(self->mem, 0, MADV_UPM_MERGEABLE));
 	/* a hole: unmap the last quarter, advise across it */
-	ASSERT_EQ(0, munmap(self->mem + 3 * NPAGES / 4 * psize,
-			    NPAGES / 4 * psize));
-	EXPECT_EQ(-1, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, munmap(self->mem + 3 * NPAGES / 4 * psize(),
+			    NPAGES / 4 * psize()));
+	EXPECT_EQ(-1, madvise(self->mem, NPAGES * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(ENOMEM, errno);
 	/* a shared mapping next to a private one */
-	shared = mmap(self->mem + 3 * NPAGES / 4 * psize, NPAGES / 4 * psize,
+	shared = mmap(self->mem + 3 * NPAGES / 4 * psize(),
+		      NPAGES / 4 * psize(),
 		      PROT_READ | PROT_WRITE,
 		      MAP_SHARED | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
 	ASSERT_NE(MAP_FAILED, shared);
-	EXPECT_EQ(-1, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(-1, madvise(self->mem, NPAGES * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(EINVAL, errno);
-	EXPECT_EQ(-1, madvise(shared, psize, MADV_UPM_MERGEABLE));
+	EXPECT_EQ(-1, madvise(shared, psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(EINVAL, errno);
 
 	EXPECT_EQ(0, upm_counter("calls") - calls);
 	for (int i = 0; i < 3 * NPAGES / 4; i++)
-		EXPECT_FALSE(is_ksm(self->mem + i * psize));
+		EXPECT_FALSE(is_ksm(self->mem + i * psize()));
 	EXPECT_TRUE(same_as(self->mem, 3 * NPAGES / 4, 9));
 }
 
@@ -564,13 +567,13 @@ TEST_F(upm, first_owner_exits)
 {
 	start_twin(self, 10);
 	fill(self->mem, NPAGES, 10);
-	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize(), MADV_UPM_MERGEABLE));
 	ASSERT_EQ(NPAGES, count_shared_with_twin(self));
 	EXPECT_EQ(0, twin_stop(&self->twin));
 	self->twin_running = false;
 	EXPECT_TRUE(same_as(self->mem, NPAGES, 10));
 	for (int i = 0; i < NPAGES; i++)
-		EXPECT_EQ(self->twin.pfn[i], pfn_of(self->mem + i * psize));
+		EXPECT_EQ(self->twin.pfn[i], pfn_of(self->mem + i * psize()));
 }
 
 /* MADV_UNMERGEABLE undoes the merge; content is unchanged. */
@@ -580,13 +583,13 @@ TEST_F(upm, unmergeable_undoes)
 
 	start_twin(self, 11);
 	fill(self->mem, NPAGES, 11);
-	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize(), MADV_UPM_MERGEABLE));
 	ASSERT_EQ(NPAGES, count_shared_with_twin(self));
 	sharing = ksm_counter("pages_sharing");
-	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UNMERGEABLE));
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize(), MADV_UNMERGEABLE));
 	EXPECT_EQ(0, count_shared_with_twin(self));
 	for (int i = 0; i < NPAGES; i++)
-		EXPECT_FALSE(is_ksm(self->mem + i * psize));
+		EXPECT_FALSE(is_ksm(self->mem + i * psize()));
 	EXPECT_TRUE(same_as(self->mem, NPAGES, 11));
 	EXPECT_TRUE(twin_content_ok(&self->twin));
 	/* rmap_items of unmerged pages stay until ksmd or exit drops them */
@@ -600,10 +603,10 @@ TEST_F(upm, advise_twice_idempotent)
 
 	start_twin(self, 12);
 	fill(self->mem, NPAGES, 12);
-	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize(), MADV_UPM_MERGEABLE));
 	merged = upm_counter("pages_merged");
 	stable = upm_counter("pages_stable_new");
-	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(0, upm_counter("pages_merged") - merged);
 	EXPECT_EQ(0, upm_counter("pages_stable_new") - stable);
 	EXPECT_EQ(NPAGES, count_shared_with_twin(self));
@@ -625,7 +628,7 @@ TEST_F(upm, with_ksmd_running)
 		ASSERT_EQ(0, twin_start(&self->twin, 13 + round, true));
 		self->twin_running = true;
 		fill(self->mem, NPAGES, 13 + round);
-		ASSERT_EQ(0, madvise(self->mem, NPAGES * psize,
+		ASSERT_EQ(0, madvise(self->mem, NPAGES * psize(),
 				     MADV_UPM_MERGEABLE));
 		EXPECT_EQ(NPAGES, count_shared_with_twin(self));
 		EXPECT_TRUE(same_as(self->mem, NPAGES, 13 + round));
@@ -640,12 +643,12 @@ TEST_F(upm, ksm_run_2_unmerges)
 {
 	start_twin(self, 20);
 	fill(self->mem, NPAGES, 20);
-	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize(), MADV_UPM_MERGEABLE));
 	ASSERT_EQ(NPAGES, count_shared_with_twin(self));
 	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/run", "2"));
 	EXPECT_EQ(0, count_shared_with_twin(self));
 	for (int i = 0; i < NPAGES; i++)
-		EXPECT_FALSE(is_ksm(self->mem + i * psize));
+		EXPECT_FALSE(is_ksm(self->mem + i * psize()));
 	EXPECT_EQ(0, ksm_counter("pages_shared"));
 	EXPECT_EQ(0, ksm_counter("pages_sharing"));
 	EXPECT_TRUE(same_as(self->mem, NPAGES, 20));

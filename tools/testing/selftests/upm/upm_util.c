@@ -11,7 +11,6 @@
 #include "../kselftest.h"
 #include "upm_util.h"
 
-size_t psize = 4096;
 
 long read_ulong(const char *path)
 {
@@ -104,23 +103,26 @@ long read_ksm_stat(const char *name)
 	return read_ksm_stat_in(0, name);
 }
 
-/* Raw pagemap entry of addr in process pid (0: this one), 0 if unreadable */
-uint64_t pagemap_in(pid_t pid, const void *addr)
+static int open_pagemap(pid_t pid)
 {
 	char path[64];
-	uint64_t ent = 0;
-	int fd;
 
 	if (pid)
 		snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
 	else
 		snprintf(path, sizeof(path), "/proc/self/pagemap");
-	fd = open(path, O_RDONLY);
+	return open(path, O_RDONLY);
+}
+
+/* Raw pagemap entry of addr in process pid (0: this one), 0 if unreadable */
+uint64_t pagemap_in(pid_t pid, const void *addr)
+{
+	int fd = open_pagemap(pid);
+	uint64_t ent;
+
 	if (fd < 0)
 		return 0;
-	if (pread(fd, &ent, sizeof(ent),
-		  (uintptr_t)addr / psize * sizeof(ent)) != sizeof(ent))
-		ent = 0;
+	ent = pagemap_get_entry(fd, (char *)addr);
 	close(fd);
 	return ent;
 }
@@ -133,9 +135,14 @@ uint64_t pagemap_of(void *addr)
 /* PFN of the page at addr in process pid (0: this one), or 0. */
 uint64_t pfn_in(pid_t pid, const void *addr)
 {
-	uint64_t ent = pagemap_in(pid, addr);
+	int fd = open_pagemap(pid);
+	unsigned long pfn;
 
-	return (ent & PM_PRESENT) ? (ent & PM_PFN_MASK) : 0;
+	if (fd < 0)
+		return 0;
+	pfn = pagemap_get_pfn(fd, (char *)addr);
+	close(fd);
+	return pfn == -1UL ? 0 : pfn;
 }
 
 /* PFN of the page at addr in this process, or 0 if not present. */
@@ -168,7 +175,7 @@ bool is_ksm(void *addr)
 /* Deterministic page content: every page of a seed differs from others. */
 void fill(char *p, size_t npages, uint64_t seed)
 {
-	for (size_t i = 0; i < npages * psize / 8; i++) {
+	for (size_t i = 0; i < npages * psize() / 8; i++) {
 		uint64_t x = seed * 0x9e3779b97f4a7c15ULL + i + 1;
 
 		x ^= x >> 31;
@@ -180,18 +187,18 @@ void fill(char *p, size_t npages, uint64_t seed)
 
 bool same_as(const char *p, size_t npages, uint64_t seed)
 {
-	char *ref = malloc(npages * psize);
+	char *ref = malloc(npages * psize());
 	bool same;
 
 	fill(ref, npages, seed);
-	same = !memcmp(p, ref, npages * psize);
+	same = !memcmp(p, ref, npages * psize());
 	free(ref);
 	return same;
 }
 
 bool is_zero_page_content(const char *p)
 {
-	for (size_t i = 0; i < psize; i++)
+	for (size_t i = 0; i < psize(); i++)
 		if (p[i])
 			return false;
 	return true;
@@ -199,7 +206,7 @@ bool is_zero_page_content(const char *p)
 
 char *map_anon(size_t npages)
 {
-	char *p = mmap(NULL, npages * psize, PROT_READ | PROT_WRITE,
+	char *p = mmap(NULL, npages * psize(), PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 
 	return p == MAP_FAILED ? NULL : p;

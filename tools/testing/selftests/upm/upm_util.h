@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
  * Helpers shared by the UPM selftests: counters, PFNs from
- * /proc/self/pagemap, page flags from /proc/kpageflags, deterministic page
- * content and the KSM knobs.
+ * /proc/<pid>/pagemap (read with ../mm/vm_util), page flags from
+ * /proc/kpageflags, deterministic page content and the KSM knobs.
  */
 #ifndef UPM_UTIL_H
 #define UPM_UTIL_H
@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "../mm/vm_util.h"
+
 #ifndef MADV_UPM_MERGEABLE
 #define MADV_UPM_MERGEABLE 120
 #endif
@@ -19,11 +21,7 @@
 #define KPF_KSM		21
 #define KPF_THP		22
 #define KPF_ZERO_PAGE	24
-#define PM_PRESENT	(1ULL << 63)
-#define PM_SWAP		(1ULL << 62)
-#define PM_PFN_MASK	((1ULL << 55) - 1)
 
-extern size_t psize;
 
 long read_ulong(const char *path);
 int write_str(const char *path, const char *s);
