@@ -1,7 +1,8 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 # Runs inside the test guest: KUnit results from the boot log, the UPM
-# kselftests (upm_tests, the upm_matrix of faults, races and bad input),
+# kselftests (upm_tests, upm_domain_tests, upm_faults, upm_races,
+# upm_bad_input, upm_ksm_mix),
 # the seeded UPM stress, a bounded stress-ng run, the upstream KSM
 # selftests as a regression guard, and last the leak check. Each case
 # becomes one "PASS|FAIL|SKIP name" line in $UPM_OUT/results.txt.
@@ -107,11 +108,14 @@ cd "$st/upm" || exit 1
 run_tap upm_tests ./upm_tests
 run_tap upm_domain_tests ./upm_domain_tests
 log_clean "upm_tests and upm_domain_tests"
+run_tap upm_faults ./upm_faults
+run_tap upm_races ./upm_races
+log_clean "upm_faults and upm_races"
 # The bad-input case for hugetlb mappings needs one huge page.
 echo 2 > /proc/sys/vm/nr_hugepages
-run_tap upm_matrix ./upm_matrix
+run_tap upm_bad_input ./upm_bad_input
 echo 0 > /proc/sys/vm/nr_hugepages
-log_clean upm_matrix
+log_clean upm_bad_input
 run_tap upm_ksm_mix ./upm_ksm_mix
 log_clean upm_ksm_mix
 
