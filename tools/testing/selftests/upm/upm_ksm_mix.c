@@ -35,10 +35,6 @@
 #include "../kselftest_harness.h"
 #include "upm_util.h"
 
-#ifndef PR_SET_UPM_DOMAIN
-#define PR_SET_UPM_DOMAIN 0x55504d53
-#define PR_GET_UPM_DOMAIN 0x55504d47
-#endif
 #ifndef MPOL_MF_MOVE_ALL
 #define MPOL_MF_MOVE_ALL (1 << 2)
 #endif
@@ -132,16 +128,24 @@ static void mix_restore(struct mix_knobs *k)
 	knobs_restore(&k->knobs);
 }
 
+/* Why the cases cannot run here, or NULL. */
+static const char *mix_unsupported(void)
+{
+	if (geteuid())
+		return "needs root for PFNs and KSM knobs";
+	if (access("/sys/kernel/mm/upm/calls", R_OK))
+		return "no UPM in this kernel";
+	return NULL;
+}
+
 FIXTURE(mix) {
 	struct mix_knobs k;
 };
 
 FIXTURE_SETUP(mix)
 {
-	if (geteuid())
-		SKIP(return, "needs root for PFNs and KSM knobs");
-	if (access("/sys/kernel/mm/upm/calls", R_OK))
-		SKIP(return, "no UPM in this kernel");
+	if (mix_unsupported())
+		SKIP(return, "%s", mix_unsupported());
 	mix_save(&self->k);
 }
 
@@ -165,10 +169,8 @@ FIXTURE(unstable) {
 
 FIXTURE_SETUP(unstable)
 {
-	if (geteuid())
-		SKIP(return, "needs root for PFNs and KSM knobs");
-	if (access("/sys/kernel/mm/upm/calls", R_OK))
-		SKIP(return, "no UPM in this kernel");
+	if (mix_unsupported())
+		SKIP(return, "%s", mix_unsupported());
 	mix_save(&self->k);
 }
 
@@ -544,19 +546,10 @@ TEST_F_TIMEOUT(mix, exit_churn_keeps_index_bounded, 300)
 /* slab_unreclaimable of a memory cgroup, in bytes, or -1 */
 static long memcg_slab(const char *cg)
 {
-	char path[256], key[64];
-	long v, found = -1;
-	FILE *f;
+	char path[256];
 
 	snprintf(path, sizeof(path), "%s/memory.stat", cg);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (fscanf(f, "%63s %ld", key, &v) == 2)
-		if (!strcmp(key, "slab_unreclaimable"))
-			found = v;
-	fclose(f);
-	return found;
+	return read_key(path, "slab_unreclaimable");
 }
 
 /*

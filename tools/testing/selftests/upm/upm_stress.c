@@ -490,21 +490,45 @@ static void worker(int index, int out)
 	_exit(res.mismatches ? 1 : 0);
 }
 
+/* Start worker @index, its result pipe in *fd. Return: its pid, or 0. */
 static pid_t spawn(int index, int *fd)
 {
 	int p[2];
 	pid_t pid;
 
 	if (pipe(p))
-		return -1;
+		return 0;
 	pid = fork();
 	if (!pid) {
 		close(p[0]);
 		worker(index, p[1]);
 	}
 	close(p[1]);
+	if (pid < 0) {
+		close(p[0]);
+		return 0;
+	}
 	*fd = p[0];
 	return pid;
+}
+
+/*
+ * Add the result of a worker that exited with @status, read from @fd
+ * (closed then), to @total. Return: whether it reported and exited 0.
+ */
+static bool collect(int fd, int status, struct result *total)
+{
+	struct result res = { 0 };
+	bool ok = read(fd, &res, sizeof(res)) == sizeof(res) &&
+		  WIFEXITED(status) && !WEXITSTATUS(status);
+
+	total->ops += res.ops;
+	total->verifies += res.verifies;
+	total->pages_checked += res.pages_checked;
+	total->mismatches += res.mismatches;
+	total->errors += res.errors;
+	close(fd);
+	return ok;
 }
 
 int main(int argc, char **argv)
@@ -570,8 +594,10 @@ int main(int argc, char **argv)
 	ctl_rng = seed ^ 0xc0ffee;
 	pid = calloc(nworkers, sizeof(*pid));
 	fd = calloc(nworkers, sizeof(*fd));
-	for (int i = 0; i < nworkers; i++)
+	for (int i = 0; i < nworkers; i++) {
 		pid[i] = spawn(spawned++, &fd[i]);
+		bad_exits += !pid[i];
+	}
 
 	while (time(NULL) < deadline) {
 		int status, k = next_rand(&ctl_rng) % 100;
@@ -589,41 +615,24 @@ int main(int argc, char **argv)
 			write_str("/sys/kernel/mm/ksm/run", "0");
 		}
 		for (int i = 0; i < nworkers; i++) {
-			struct result res = { 0 };
-
-			if (waitpid(pid[i], &status, WNOHANG) != pid[i])
+			if (!pid[i] ||
+			    waitpid(pid[i], &status, WNOHANG) != pid[i])
 				continue;
-			if (read(fd[i], &res, sizeof(res)) != sizeof(res) ||
-			    !WIFEXITED(status) || WEXITSTATUS(status))
-				bad_exits++;
-			total.ops += res.ops;
-			total.verifies += res.verifies;
-			total.pages_checked += res.pages_checked;
-			total.mismatches += res.mismatches;
-			total.errors += res.errors;
-			close(fd[i]);
-			if (time(NULL) < deadline)
+			bad_exits += !collect(fd[i], status, &total);
+			pid[i] = 0;
+			if (time(NULL) < deadline) {
 				pid[i] = spawn(spawned++, &fd[i]);
-			else
-				pid[i] = 0;
+				bad_exits += !pid[i];
+			}
 		}
 	}
 	for (int i = 0; i < nworkers; i++) {
-		struct result res = { 0 };
 		int status;
 
 		if (!pid[i])
 			continue;
 		waitpid(pid[i], &status, 0);
-		if (read(fd[i], &res, sizeof(res)) != sizeof(res) ||
-		    !WIFEXITED(status) || WEXITSTATUS(status))
-			bad_exits++;
-		total.ops += res.ops;
-		total.verifies += res.verifies;
-		total.pages_checked += res.pages_checked;
-		total.mismatches += res.mismatches;
-		total.errors += res.errors;
-		close(fd[i]);
+		bad_exits += !collect(fd[i], status, &total);
 	}
 	write_str("/sys/kernel/mm/ksm/run", old_run);
 	merged = upm_counter("pages_merged") - merged0;
