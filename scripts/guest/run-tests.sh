@@ -111,9 +111,12 @@ log_clean "upm_tests and upm_domain_tests"
 run_tap upm_faults ./upm_faults
 run_tap upm_races ./upm_races
 log_clean "upm_faults and upm_races"
-# The bad-input case for hugetlb mappings needs one huge page.
+# The bad-input case for hugetlb mappings needs one huge page. The cases
+# need no privilege: they run as root and as nobody.
 echo 2 > /proc/sys/vm/nr_hugepages
 run_tap upm_bad_input ./upm_bad_input
+run_tap "upm_bad_input as nobody" \
+	setpriv --reuid=65534 --regid=65534 --clear-groups ./upm_bad_input
 echo 0 > /proc/sys/vm/nr_hugepages
 log_clean upm_bad_input
 run_tap upm_ksm_mix ./upm_ksm_mix
