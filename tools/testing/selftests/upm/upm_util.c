@@ -100,15 +100,21 @@ long read_key(const char *path, const char *key)
 	return found;
 }
 
+/* /proc/<pid>/@file of process pid, /proc/self/@file for pid 0 */
+static void proc_path(char *path, size_t len, pid_t pid, const char *file)
+{
+	if (pid)
+		snprintf(path, len, "/proc/%d/%s", pid, file);
+	else
+		snprintf(path, len, "/proc/self/%s", file);
+}
+
 /* A field of /proc/PID/ksm_stat of process pid (0: this one), or -1. */
 long read_ksm_stat_in(pid_t pid, const char *name)
 {
 	char path[64];
 
-	if (pid)
-		snprintf(path, sizeof(path), "/proc/%d/ksm_stat", pid);
-	else
-		snprintf(path, sizeof(path), "/proc/self/ksm_stat");
+	proc_path(path, sizeof(path), pid, "ksm_stat");
 	return read_key(path, name);
 }
 
@@ -122,10 +128,7 @@ static int open_pagemap(pid_t pid)
 {
 	char path[64];
 
-	if (pid)
-		snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
-	else
-		snprintf(path, sizeof(path), "/proc/self/pagemap");
+	proc_path(path, sizeof(path), pid, "pagemap");
 	return open(path, O_RDONLY);
 }
 
