@@ -151,11 +151,11 @@ TEST_F_TIMEOUT(mx, munmap_part, 300)
 }
 
 /*
- * mremap: as for ksmd's pages, moving a range unmerges it first (KSM's
- * rule, so stale rmap addresses never meet new pages); content is kept
- * and advising the new address merges again. Grown pages merge later.
+ * mremap to a new place: as for ksmd's pages, moving a range unmerges it
+ * first (KSM's rule, so stale rmap addresses never meet new pages);
+ * content is kept and advising the new address merges again.
  */
-TEST_F_TIMEOUT(mx, mremap_move_and_grow, 300)
+TEST_F_TIMEOUT(mx, mremap_move_remerges, 300)
 {
 	char *hole, *p;
 
@@ -173,20 +173,27 @@ TEST_F_TIMEOUT(mx, mremap_move_and_grow, 300)
 	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
 	ASSERT_EQ(0, madvise(p, NP * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(NP, shared_with(p, &self->peer[0]));
+}
 
-	p = mremap(p, NP * psize(), 2 * NP * psize(), MREMAP_MAYMOVE);
+/* mremap to twice the size: the new half merges once it holds content. */
+TEST_F_TIMEOUT(mx, mremap_grow_merges_new_half, 300)
+{
+	char *p;
+
+	merge_with_peer(self, 123);
+	p = mremap(self->mem, NP * psize(), 2 * NP * psize(), MREMAP_MAYMOVE);
 	ASSERT_NE(MAP_FAILED, p);
 	self->mem = p;
 	self->len = 2 * NP * psize();
-	EXPECT_EQ(NP, good_range(p, 103, 0, NP));
+	EXPECT_EQ(NP, good_range(p, 123, 0, NP));
 	for (int i = NP; i < 2 * NP; i++)
 		EXPECT_EQ(0, pfn_of(p + i * psize()));
 	/* the new half, once it holds the peer's content, merges with it */
-	fill(p + NP * psize(), NP, 103);
+	fill(p + NP * psize(), NP, 123);
 	ASSERT_EQ(0, madvise(p, 2 * NP * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(NP, shared_with(p, &self->peer[0]));
 	EXPECT_EQ(NP, shared_with(p + NP * psize(), &self->peer[0]));
-	EXPECT_EQ(NP, good_range(p + NP * psize(), 103, 0, NP));
+	EXPECT_EQ(NP, good_range(p + NP * psize(), 123, 0, NP));
 	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
 }
 
@@ -247,8 +254,8 @@ TEST_F_TIMEOUT(mx, advise_prot_none_merges, 300)
 	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
 }
 
-/* MADV_DONTNEED drops this mapping only; MADV_FREE keeps or zeroes. */
-TEST_F_TIMEOUT(mx, dontneed_and_free, 300)
+/* MADV_DONTNEED drops this mapping of merged pages only. */
+TEST_F_TIMEOUT(mx, dontneed_merged, 300)
 {
 	merge_with_peer(self, 106);
 	ASSERT_EQ(0, madvise(self->mem, 16 * psize(), MADV_DONTNEED));
@@ -256,15 +263,24 @@ TEST_F_TIMEOUT(mx, dontneed_and_free, 300)
 		EXPECT_EQ(0, pfn_of(self->mem + i * psize()));
 	for (int i = 0; i < 16; i++)
 		EXPECT_TRUE(is_zero_page_content(self->mem + i * psize()));
+	EXPECT_EQ(NP - 16, shared_range(self->mem, &self->peer[0], 16, NP));
+	EXPECT_EQ(NP - 16, good_range(self->mem, 106, 16, NP));
+	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
+}
+
+/* MADV_FREE of merged pages keeps or zeroes them, and nothing else. */
+TEST_F_TIMEOUT(mx, free_merged, 300)
+{
+	merge_with_peer(self, 124);
 	ASSERT_EQ(0, madvise(self->mem + 16 * psize(), 16 * psize(),
 			     MADV_FREE));
 	for (int i = 16; i < 32; i++) {
 		char *pg = self->mem + i * psize();
 
-		EXPECT_TRUE(page_is(pg, i, 106, 0) || is_zero_page_content(pg));
+		EXPECT_TRUE(page_is(pg, i, 124, 0) || is_zero_page_content(pg));
 	}
 	EXPECT_EQ(32, shared_range(self->mem, &self->peer[0], 32, NP));
-	EXPECT_EQ(32, good_range(self->mem, 106, 32, NP));
+	EXPECT_EQ(32, good_range(self->mem, 124, 32, NP));
 	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
 }
 
