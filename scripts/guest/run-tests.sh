@@ -37,13 +37,19 @@ tap_results() {
 
 # The UPM selftests go through the kselftest runner, as a kernel developer
 # runs them: "make install" of the upm collection from the build (nothing
-# is compiled here) and run_kselftest.sh, which applies upm/settings.
+# is compiled here: the guest has not the build's headers) and
+# run_kselftest.sh, which applies upm/settings.
 ks=/tmp/kselftest
 install_upm() {
+	local kst=$(dirname "$st")/linux/tools/testing/selftests
 	rm -rf "$ks"
-	make -s -C "$(dirname "$st")/linux/tools/testing/selftests" \
-		TARGETS=upm BUILD="$st" INSTALL_PATH="$ks" install \
-		> "$out/install.log" 2>&1 &&
+	if ! make -q -C "$kst/upm" OUTPUT="$st/upm" all >/dev/null 2>&1; then
+		echo "$st/upm is older than its sources:" \
+			"run scripts/build-selftests.sh" > "$out/install.log"
+		return 1
+	fi
+	make -s -C "$kst" TARGETS=upm BUILD="$st" INSTALL_PATH="$ks" \
+		install > "$out/install.log" 2>&1 &&
 	# The runner and its helpers are installed executable by root only
 	chmod -R a+rX "$ks"
 }
