@@ -41,8 +41,16 @@ tap_results() {
 # run_kselftest.sh, which applies upm/settings.
 ks=/tmp/kselftest
 install_upm() {
-	local kst=$(dirname "$st")/linux/tools/testing/selftests
+	local kst=$(dirname "$st")/linux/tools/testing/selftests i=0 f
 	rm -rf "$ks"
+	# The runner writes to /dev/stdout, which the guest's devtmpfs lacks
+	for f in stdin stdout stderr; do
+		if [ ! -L /dev/$f ]; then
+			rm -f /dev/$f
+			ln -s /proc/self/fd/$i /dev/$f
+		fi
+		i=$((i + 1))
+	done
 	if ! make -q -C "$kst/upm" OUTPUT="$st/upm" all >/dev/null 2>&1; then
 		echo "$st/upm is older than its sources:" \
 			"run scripts/build-selftests.sh" > "$out/install.log"
