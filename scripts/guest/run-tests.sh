@@ -1,9 +1,11 @@
 #!/bin/bash
 # SPDX-License-Identifier: GPL-2.0
 # Runs inside the test guest: KUnit results from the boot log, the UPM
-# kselftests (upm_tests, the upm_matrix of faults, races and bad input),
-# the seeded UPM stress, a bounded stress-ng run, the upstream KSM
-# selftests as a regression guard, and last the leak check. Each case
+# kselftests (upm_tests, upm_domain_tests, upm_faults, upm_races,
+# upm_bad_input, upm_ksm_mix; installed with "make install" and run by
+# the kselftest runner with the timeout of upm/settings), the seeded UPM
+# stress, a bounded stress-ng run, the upstream KSM selftests as a
+# regression guard, and last the leak check. Each case
 # becomes one "PASS|FAIL|SKIP name" line in $UPM_OUT/results.txt.
 # STRESS_SECONDS (120) and STRESS_SEED (the time) tune the stress.
 st=${1:?usage: run-tests.sh SELFTEST_DIR}
@@ -31,6 +33,58 @@ tap_results() {
 	if [ "$n" = 0 ] || { [ "$rc" != 0 ] && ! grep -q '^not ok' "$log"; }; then
 		record FAIL "$name: exited with status $rc after $n results"
 	fi
+}
+
+# The UPM selftests go through the kselftest runner, as a kernel developer
+# runs them: "make install" of the upm collection from the build (nothing
+# is compiled here: the guest has not the build's headers) and
+# run_kselftest.sh, which applies upm/settings.
+ks=/tmp/kselftest
+install_upm() {
+	local kst=$(dirname "$st")/linux/tools/testing/selftests i=0 f
+	rm -rf "$ks"
+	# The runner writes to /dev/stdout, which the guest's devtmpfs lacks
+	for f in stdin stdout stderr; do
+		if [ ! -L /dev/$f ]; then
+			rm -f /dev/$f
+			ln -s /proc/self/fd/$i /dev/$f
+		fi
+		i=$((i + 1))
+	done
+	if ! make -q -C "$kst/upm" OUTPUT="$st/upm" all >/dev/null 2>&1; then
+		echo "$st/upm is older than its sources:" \
+			"run scripts/build-selftests.sh" > "$out/install.log"
+		return 1
+	fi
+	make -s -C "$kst" TARGETS=upm BUILD="$st" INSTALL_PATH="$ks" \
+		install > "$out/install.log" 2>&1 &&
+	# The runner and its helpers are installed executable by root only
+	chmod -R a+rX "$ks"
+}
+
+# One program of the upm collection: run_kselftest.sh prefixes its TAP
+# with "# " and ends with its own line for the program, "not ok" with
+# "# exit=N" or "# TIMEOUT" when it crashed or ran out of time. Any
+# command after the program's name (setpriv) runs it as another user,
+# into a pipe of that user's: the runner reopens /dev/stdout, which that
+# user could not do on our log file.
+run_ksft() {
+	local name=$1 prog=$2 log=$out/${1// /_}.log rc
+	shift 2
+	echo "==> $name"
+	"$@" sh -c '"$0" -t "$1" 2>&1 | cat' "$ks/run_kselftest.sh" \
+		"upm:$prog" > "$log" 2>&1
+	grep -E '^# (not ok|# Totals|# FAILED|# PASSED)|^not ok' "$log"
+	sed -n 's/^# \(\(not \)\?ok [0-9]\+ \)/\1/p' "$log" > "$log.tap"
+	if grep -qE "^ok [0-9]+ selftests: upm: $prog( # SKIP)?\$" "$log"; then
+		rc=0
+	elif grep -q "^not ok [0-9]* selftests: upm: $prog" "$log"; then
+		rc=$(sed -n "s/^not ok [0-9]* selftests: upm: $prog # //p" \
+			"$log")
+	else
+		rc="unknown (no line from run_kselftest.sh)"
+	fi
+	tap_results "$name" "$log.tap" "${rc:-1}"
 }
 
 run_tap() {
@@ -103,16 +157,26 @@ else
 	record FAIL "guest NUMA nodes: $nodes, ${UPM_NODES:-1} asked for"
 fi
 
+if ! install_upm; then
+	record FAIL "upm selftests: make install (see install.log)"
+	tail -n 20 "$out/install.log"
+fi
 cd "$st/upm" || exit 1
-run_tap upm_tests ./upm_tests
-run_tap upm_domain_tests ./upm_domain_tests
+run_ksft upm_tests upm_tests
+run_ksft upm_domain_tests upm_domain_tests
 log_clean "upm_tests and upm_domain_tests"
-# The bad-input case for hugetlb mappings needs one huge page.
+run_ksft upm_faults upm_faults
+run_ksft upm_races upm_races
+log_clean "upm_faults and upm_races"
+# The bad-input case for hugetlb mappings needs one huge page. The cases
+# need no privilege: they run as root and as nobody.
 echo 2 > /proc/sys/vm/nr_hugepages
-run_tap upm_matrix ./upm_matrix
+run_ksft upm_bad_input upm_bad_input
+run_ksft "upm_bad_input as nobody" upm_bad_input \
+	setpriv --reuid=65534 --regid=65534 --clear-groups
 echo 0 > /proc/sys/vm/nr_hugepages
-log_clean upm_matrix
-run_tap upm_ksm_mix ./upm_ksm_mix
+log_clean upm_bad_input
+run_ksft upm_ksm_mix upm_ksm_mix
 log_clean upm_ksm_mix
 
 secs=${STRESS_SECONDS:-120}
@@ -189,6 +253,6 @@ UPM_TOOLS=$(dirname "$st")/tools run_tap upm_container python3 \
 log_clean "upm container recipe"
 
 # Last, with every other test process gone: nothing may leak.
-cd "$st/upm" && run_tap upm_leakcheck ./upm_leakcheck
+cd "$st/upm" && run_ksft upm_leakcheck upm_leakcheck
 echo "==> guest tests done: $(grep -c ^PASS "$res") passed, $(grep -c ^FAIL "$res") failed, $(grep -c ^SKIP "$res") skipped"
 exit 0

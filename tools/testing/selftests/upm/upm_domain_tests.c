@@ -30,10 +30,6 @@
 #include "../kselftest_harness.h"
 #include "upm_util.h"
 
-#ifndef PR_SET_UPM_DOMAIN
-#define PR_SET_UPM_DOMAIN 0x55504d53
-#define PR_GET_UPM_DOMAIN 0x55504d47
-#endif
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
 #endif
@@ -41,7 +37,7 @@
 #define SYS_process_madvise 440
 #endif
 
-#define NPAGES		64
+#define NPAGES		PEER_PAGES
 #define UID_A		1001
 #define UID_B		1002
 
@@ -50,137 +46,34 @@ static bool pfn_is_ksm(uint64_t pfn)
 	return pfn && (read_kpageflags(pfn) & (1ULL << KPF_KSM));
 }
 
-/* Become an unprivileged user whose own processes may still ptrace it. */
-static int drop_to(uid_t uid)
-{
-	if (setgroups(0, NULL) || setresgid(uid, uid, uid) ||
-	    setresuid(uid, uid, uid))
-		return -1;
-	return prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
-}
-
-enum advice { ADVISE_NONE, ADVISE_UPM, ADVISE_KSM };
-
 /*
- * A tenant: a child that joins a domain (if any, while still root), drops
- * to uid (if any), maps NPAGES of seed's content and advises them. It
- * reports errno of each step and its mapping's address, then serves
- * commands: 'c' checks its content (answers 'y' or 'n'), 'u' unmerges
- * it with MADV_UNMERGEABLE (answers 'y' on success), 'x' exits.
+ * A tenant is a peer (upm_util.h) that joins a domain (if any, while still
+ * root), drops to uid (if any), maps NPAGES of seed's content and advises
+ * them. The test reads its PFNs from /proc/<pid>/pagemap: a tenant that
+ * dropped to a uid cannot read its own.
  */
-struct tenant {
-	pid_t pid;
-	int cmd, reply;
-	char *addr;
-	int err;
-};
-
-struct tenant_report {
-	int err;
-	uintptr_t addr;
-};
-
-static int tenant_start(struct tenant *t, uid_t uid, unsigned int domain,
-			uint64_t seed, enum advice advice)
+static int tenant_start(struct peer *t, uid_t uid, unsigned int domain,
+			uint64_t seed, enum peer_advice advice)
 {
-	int to[2], from[2];
+	struct peer_opts o = {
+		.seed = seed, .advice = advice, .uid = uid, .domain = domain,
+	};
 
-	if (pipe(to) || pipe(from))
-		return -1;
-	t->pid = fork();
-	if (t->pid < 0)
-		return -1;
-	if (!t->pid) {
-		struct tenant_report r = { 0 };
-		char *p;
-		char c;
-
-		close(to[1]);
-		close(from[0]);
-		if (domain && prctl(PR_SET_UPM_DOMAIN, domain, 0, 0, 0))
-			r.err = errno;
-		if (!r.err && uid && drop_to(uid))
-			r.err = errno;
-		p = map_anon(NPAGES);
-		if (!r.err && !p)
-			r.err = errno;
-		if (!r.err) {
-			fill(p, NPAGES, seed);
-			if (advice == ADVISE_UPM &&
-			    madvise(p, NPAGES * psize, MADV_UPM_MERGEABLE))
-				r.err = errno;
-			if (advice == ADVISE_KSM &&
-			    madvise(p, NPAGES * psize, MADV_MERGEABLE))
-				r.err = errno;
-		}
-		r.addr = (uintptr_t)p;
-		if (write(from[1], &r, sizeof(r)) != sizeof(r))
-			_exit(3);
-		while (read(to[0], &c, 1) == 1 && c != 'x') {
-			if (c == 'u')
-				c = madvise(p, NPAGES * psize,
-					    MADV_UNMERGEABLE) ? 'n' : 'y';
-			else
-				c = same_as(p, NPAGES, seed) ? 'y' : 'n';
-			if (write(from[1], &c, 1) != 1)
-				_exit(4);
-		}
-		_exit(0);
-	}
-	close(to[0]);
-	close(from[1]);
-	t->cmd = to[1];
-	t->reply = from[0];
-	{
-		struct tenant_report r;
-
-		if (read(t->reply, &r, sizeof(r)) != sizeof(r))
-			return -1;
-		t->err = r.err;
-		t->addr = (char *)r.addr;
-	}
-	return 0;
+	return peer_start(t, &o);
 }
 
-static bool tenant_ask(struct tenant *t, char c)
+static bool tenant_content_ok(struct peer *t)
 {
-	if (write(t->cmd, &c, 1) != 1 || read(t->reply, &c, 1) != 1)
-		return false;
-	return c == 'y';
+	return peer_mismatches(t) == 0;
 }
 
-static bool tenant_content_ok(struct tenant *t)
+static uint64_t tenant_pfn(struct peer *t, int i)
 {
-	char c = 'c';
-
-	if (write(t->cmd, &c, 1) != 1 || read(t->reply, &c, 1) != 1)
-		return false;
-	return c == 'y';
-}
-
-static int tenant_stop(struct tenant *t)
-{
-	int status = -1;
-	char c = 'x';
-
-	if (!t->pid)
-		return 0;
-	if (write(t->cmd, &c, 1) != 1)
-		kill(t->pid, SIGKILL);
-	waitpid(t->pid, &status, 0);
-	close(t->cmd);
-	close(t->reply);
-	t->pid = 0;
-	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-static uint64_t tenant_pfn(struct tenant *t, int i)
-{
-	return pfn_in(t->pid, t->addr + i * psize);
+	return pfn_in(t->pid, t->addr + i * psize());
 }
 
 /* Pages at which a and b map the same frame, and it is a KSM page. */
-static int shared_pages(struct tenant *a, struct tenant *b)
+static int shared_pages(struct peer *a, struct peer *b)
 {
 	int n = 0;
 
@@ -193,7 +86,7 @@ static int shared_pages(struct tenant *a, struct tenant *b)
 	return n;
 }
 
-static int ksm_pages(struct tenant *t)
+static int ksm_pages(struct peer *t)
 {
 	int n = 0;
 
@@ -205,14 +98,13 @@ static int ksm_pages(struct tenant *t)
 #define NTENANTS 4
 
 FIXTURE(domain) {
-	struct tenant t[NTENANTS];
+	struct peer t[NTENANTS];
 	char policy[32], safe[8];
 	struct knobs knobs;
 };
 
 FIXTURE_SETUP(domain)
 {
-	psize = getpagesize();
 	memset(self->t, 0, sizeof(self->t));
 	if (getuid())
 		SKIP(return, "needs root: tenants drop to their own uids");
@@ -230,7 +122,7 @@ FIXTURE_SETUP(domain)
 FIXTURE_TEARDOWN(domain)
 {
 	for (int i = 0; i < NTENANTS; i++)
-		tenant_stop(&self->t[i]);
+		peer_stop(&self->t[i]);
 	knobs_restore(&self->knobs);
 	write_str("/sys/kernel/mm/upm/safe_frames", self->safe);
 	/* The index is empty again once the tenants are gone */
@@ -248,15 +140,15 @@ TEST_F(domain, different_users_never_share)
 {
 	long merged = upm_counter("pages_merged");
 
-	start(0, UID_A, 0, 1, ADVISE_UPM);
-	start(1, UID_B, 0, 1, ADVISE_UPM);
+	start(0, UID_A, 0, 1, PEER_ADVISE_UPM);
+	start(1, UID_B, 0, 1, PEER_ADVISE_UPM);
 	EXPECT_EQ(0, shared_pages(&self->t[0], &self->t[1]));
 	/* Both advised: each is a candidate of its own domain, unmerged */
 	EXPECT_EQ(0, ksm_pages(&self->t[0]));
 	EXPECT_EQ(0, ksm_pages(&self->t[1]));
 	EXPECT_EQ(merged, upm_counter("pages_merged"));
 	/* Control: a second process of the first user shares everything */
-	start(2, UID_A, 0, 1, ADVISE_UPM);
+	start(2, UID_A, 0, 1, PEER_ADVISE_UPM);
 	EXPECT_EQ(NPAGES, shared_pages(&self->t[0], &self->t[2]));
 	EXPECT_EQ(0, shared_pages(&self->t[1], &self->t[2]));
 	EXPECT_TRUE(tenant_content_ok(&self->t[0]));
@@ -267,14 +159,14 @@ TEST_F(domain, different_users_never_share)
 /* An explicit domain groups processes of different users. */
 TEST_F(domain, explicit_domain_shares_across_users)
 {
-	start(0, UID_A, 7, 2, ADVISE_UPM);
-	start(1, UID_B, 7, 2, ADVISE_UPM);
+	start(0, UID_A, 7, 2, PEER_ADVISE_UPM);
+	start(1, UID_B, 7, 2, PEER_ADVISE_UPM);
 	EXPECT_EQ(NPAGES, shared_pages(&self->t[0], &self->t[1]));
 	/* Same user, other domain: nothing shared */
-	start(2, UID_A, 8, 2, ADVISE_UPM);
+	start(2, UID_A, 8, 2, PEER_ADVISE_UPM);
 	EXPECT_EQ(0, shared_pages(&self->t[0], &self->t[2]));
 	/* Same user, default domain: nothing shared with domain 7 either */
-	start(3, UID_A, 0, 2, ADVISE_UPM);
+	start(3, UID_A, 0, 2, PEER_ADVISE_UPM);
 	EXPECT_EQ(0, shared_pages(&self->t[0], &self->t[3]));
 	for (int i = 0; i < 4; i++)
 		EXPECT_TRUE(tenant_content_ok(&self->t[i]));
@@ -409,44 +301,44 @@ TEST_F(domain, process_madvise_merges_like_local)
 {
 	long merged = upm_counter("pages_merged");
 
-	start(0, UID_A, 0, 3, ADVISE_UPM);
-	start(1, 0, 0, 3, ADVISE_UPM);
-	start(2, UID_A, 0, 3, ADVISE_NONE);
+	start(0, UID_A, 0, 3, PEER_ADVISE_UPM);
+	start(1, 0, 0, 3, PEER_ADVISE_UPM);
+	start(2, UID_A, 0, 3, PEER_ADVISE_NONE);
 	EXPECT_EQ(0, ksm_pages(&self->t[2]));
-	EXPECT_EQ((long)(NPAGES * psize),
+	EXPECT_EQ((long)(NPAGES * psize()),
 		  process_madvise_upm(self->t[2].pid, self->t[2].addr,
-				      NPAGES * psize));
+				      NPAGES * psize()));
 	EXPECT_EQ(NPAGES, shared_pages(&self->t[0], &self->t[2]));
 	EXPECT_EQ(0, shared_pages(&self->t[1], &self->t[2]));
 	EXPECT_EQ(NPAGES, upm_counter("pages_merged") - merged);
 	EXPECT_TRUE(tenant_content_ok(&self->t[2]));
 	/* A hole in the remote range: ENOMEM, as local advice */
 	EXPECT_EQ(-1, process_madvise_upm(self->t[2].pid,
-					  self->t[2].addr - psize,
-					  NPAGES * psize));
+					  self->t[2].addr - psize(),
+					  NPAGES * psize()));
 	EXPECT_EQ(ENOMEM, errno);
 }
 
 /* Another user's process: refused by ptrace access; own: CAP_SYS_NICE. */
 TEST_F(domain, process_madvise_needs_permission)
 {
-	struct tenant *b = &self->t[1], *a2 = &self->t[2];
+	struct peer *b = &self->t[1], *a2 = &self->t[2];
 	pid_t bpid, a2pid;
 	void *baddr, *a2addr;
 
-	start(0, UID_A, 0, 4, ADVISE_UPM);
-	start(1, UID_B, 0, 4, ADVISE_NONE);
-	start(2, UID_A, 0, 4, ADVISE_NONE);
+	start(0, UID_A, 0, 4, PEER_ADVISE_UPM);
+	start(1, UID_B, 0, 4, PEER_ADVISE_NONE);
+	start(2, UID_A, 0, 4, PEER_ADVISE_NONE);
 	bpid = b->pid;
 	baddr = b->addr;
 	a2pid = a2->pid;
 	a2addr = a2->addr;
 	EXPECT_EQ(0, AS_USER(UID_A, ({
 		CHECK(1, process_madvise_upm(bpid, baddr,
-					     NPAGES * psize) == -1);
+					     NPAGES * psize()) == -1);
 		CHECK(2, errno == EACCES || errno == EPERM);
 		CHECK(3, process_madvise_upm(a2pid, a2addr,
-					     NPAGES * psize) == -1);
+					     NPAGES * psize()) == -1);
 		CHECK(4, errno == EPERM);
 	})));
 	/* Nothing was merged or even made a KSM page */
@@ -469,17 +361,17 @@ TEST_F(domain, safe_frames_share_a_fresh_frame)
 		ASSERT_EQ(0, write_str("/sys/kernel/mm/upm/safe_frames",
 					safe ? "1" : "0"));
 		copied = upm_counter("pages_copied");
-		start(0, 0, 0, 5 + pass, ADVISE_NONE);
-		start(1, 0, 0, 5 + pass, ADVISE_NONE);
+		start(0, 0, 0, 5 + pass, PEER_ADVISE_NONE);
+		start(1, 0, 0, 5 + pass, PEER_ADVISE_NONE);
 		for (int t = 0; t < 2; t++)
 			for (int i = 0; i < NPAGES; i++)
 				before[t][i] = tenant_pfn(&self->t[t], i);
-		ASSERT_EQ((long)(NPAGES * psize),
+		ASSERT_EQ((long)(NPAGES * psize()),
 			  process_madvise_upm(self->t[0].pid, self->t[0].addr,
-					      NPAGES * psize));
-		ASSERT_EQ((long)(NPAGES * psize),
+					      NPAGES * psize()));
+		ASSERT_EQ((long)(NPAGES * psize()),
 			  process_madvise_upm(self->t[1].pid, self->t[1].addr,
-					      NPAGES * psize));
+					      NPAGES * psize()));
 		ASSERT_EQ(NPAGES, shared_pages(&self->t[0], &self->t[1]));
 		for (int i = 0; i < NPAGES; i++) {
 			uint64_t pfn = tenant_pfn(&self->t[0], i);
@@ -497,8 +389,8 @@ TEST_F(domain, safe_frames_share_a_fresh_frame)
 		}
 		EXPECT_TRUE(tenant_content_ok(&self->t[0]));
 		EXPECT_TRUE(tenant_content_ok(&self->t[1]));
-		tenant_stop(&self->t[0]);
-		tenant_stop(&self->t[1]);
+		peer_stop(&self->t[0]);
+		peer_stop(&self->t[1]);
 	}
 }
 
@@ -512,8 +404,8 @@ TEST_F(domain, global_policy)
 {
 	char buf[32];
 
-	start(0, UID_A, 0, 6, ADVISE_UPM);
-	start(1, UID_A, 0, 6, ADVISE_UPM);
+	start(0, UID_A, 0, 6, PEER_ADVISE_UPM);
+	start(1, UID_A, 0, 6, PEER_ADVISE_UPM);
 	ASSERT_EQ(NPAGES, shared_pages(&self->t[0], &self->t[1]));
 	/* Live entries: the policy cannot change under them */
 	EXPECT_EQ(-1, set_policy("global"));
@@ -522,16 +414,16 @@ TEST_F(domain, global_policy)
 	EXPECT_STREQ("domain\n", buf);
 	EXPECT_EQ(-1, set_policy("bogus"));
 	EXPECT_EQ(EINVAL, errno);
-	tenant_stop(&self->t[0]);
-	tenant_stop(&self->t[1]);
+	peer_stop(&self->t[0]);
+	peer_stop(&self->t[1]);
 
 	/* Its pages are gone: the write prunes the index and succeeds */
 	ASSERT_EQ(0, set_policy("global"));
-	start(0, UID_A, 0, 6, ADVISE_UPM);
-	start(1, UID_B, 0, 6, ADVISE_UPM);
+	start(0, UID_A, 0, 6, PEER_ADVISE_UPM);
+	start(1, UID_B, 0, 6, PEER_ADVISE_UPM);
 	EXPECT_EQ(NPAGES, shared_pages(&self->t[0], &self->t[1]));
-	tenant_stop(&self->t[0]);
-	tenant_stop(&self->t[1]);
+	peer_stop(&self->t[0]);
+	peer_stop(&self->t[1]);
 	EXPECT_EQ(0, set_policy("domain"));
 }
 
@@ -556,22 +448,22 @@ TEST_F(domain, unmergeable_drops_index_entries)
 	/* Entries of earlier tests' pages are dropped within a second */
 	long entries = index_entries_drop_to(0);
 
-	start(0, UID_A, 0, 9, ADVISE_UPM);
-	start(1, UID_A, 0, 9, ADVISE_UPM);
+	start(0, UID_A, 0, 9, PEER_ADVISE_UPM);
+	start(1, UID_A, 0, 9, PEER_ADVISE_UPM);
 	ASSERT_EQ(entries + NPAGES, upm_counter("index_entries"));
 	ASSERT_EQ(NPAGES, shared_pages(&self->t[0], &self->t[1]));
 
-	ASSERT_TRUE(tenant_ask(&self->t[0], 'u'));
+	ASSERT_EQ(0, peer_call(&self->t[0], PEER_UNMERGE, 0, 0, 0));
 	EXPECT_EQ(0, ksm_pages(&self->t[0]));
 	/* Tenant 1 still maps the shared pages: a new sharer finds them */
 	EXPECT_EQ(NPAGES, ksm_pages(&self->t[1]));
-	start(2, UID_A, 0, 9, ADVISE_UPM);
+	start(2, UID_A, 0, 9, PEER_ADVISE_UPM);
 	EXPECT_EQ(NPAGES, shared_pages(&self->t[1], &self->t[2]));
 	EXPECT_EQ(entries + NPAGES, upm_counter("index_entries"));
 
-	ASSERT_TRUE(tenant_ask(&self->t[1], 'u'));
+	ASSERT_EQ(0, peer_call(&self->t[1], PEER_UNMERGE, 0, 0, 0));
 	EXPECT_EQ(0, ksm_pages(&self->t[1]));
-	tenant_stop(&self->t[2]);
+	peer_stop(&self->t[2]);
 	/* Nobody maps them any more */
 	EXPECT_EQ(entries + 0, index_entries_drop_to(entries));
 	for (int i = 0; i < 2; i++)
@@ -594,9 +486,9 @@ static bool ksmd_scans(int n)
 /* ksmd never merges a page of another domain with a UPM domain's page. */
 TEST_F(domain, ksmd_stays_out_of_domains)
 {
-	start(0, UID_A, 0, 7, ADVISE_UPM);
-	start(1, UID_B, 0, 7, ADVISE_KSM);
-	start(2, UID_B, 0, 7, ADVISE_KSM);
+	start(0, UID_A, 0, 7, PEER_ADVISE_UPM);
+	start(1, UID_B, 0, 7, PEER_ADVISE_KSM);
+	start(2, UID_B, 0, 7, PEER_ADVISE_KSM);
 	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/sleep_millisecs", "0"));
 	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/pages_to_scan", "5000"));
 	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/run", "1"));
@@ -606,7 +498,7 @@ TEST_F(domain, ksmd_stays_out_of_domains)
 	EXPECT_EQ(0, shared_pages(&self->t[0], &self->t[1]));
 	EXPECT_EQ(0, ksm_pages(&self->t[0]));
 	/* ksmd's scans left tenant 0's candidates to UPM: a twin finds them */
-	start(3, UID_A, 0, 7, ADVISE_UPM);
+	start(3, UID_A, 0, 7, PEER_ADVISE_UPM);
 	EXPECT_EQ(NPAGES, shared_pages(&self->t[0], &self->t[3]));
 	EXPECT_EQ(0, shared_pages(&self->t[1], &self->t[3]));
 	EXPECT_TRUE(tenant_content_ok(&self->t[0]));
@@ -626,8 +518,8 @@ TEST_F(domain, domains_file)
 
 	ASSERT_EQ(0, stat(UPM_DOMAINS_FILE, &st));
 	EXPECT_EQ(0400, st.st_mode & 0777);
-	start(0, UID_A, 9, 8, ADVISE_UPM);
-	start(1, UID_B, 9, 8, ADVISE_UPM);
+	start(0, UID_A, 9, 8, PEER_ADVISE_UPM);
+	start(1, UID_B, 9, 8, PEER_ADVISE_UPM);
 	read_str(UPM_DOMAINS_FILE, buf, sizeof(buf));
 	snprintf(line, sizeof(line), "\nid=9 %d %d\n", NPAGES, 2 * NPAGES);
 	EXPECT_NE(NULL, strstr(buf, line)) TH_LOG("%s", buf);
@@ -656,11 +548,11 @@ static void write_and_count(char *p, int npages, int *ksm, int *moved)
 {
 	*ksm = *moved = 0;
 	for (int i = 0; i < npages; i++) {
-		uint64_t pfn = pfn_of(p + i * psize);
+		uint64_t pfn = pfn_of(p + i * psize());
 
-		*ksm += is_ksm(p + i * psize);
-		p[i * psize] ^= 1;
-		*moved += pfn_of(p + i * psize) != pfn;
+		*ksm += is_ksm(p + i * psize());
+		p[i * psize()] ^= 1;
+		*moved += pfn_of(p + i * psize()) != pfn;
 	}
 }
 
@@ -684,10 +576,10 @@ TEST_F(domain, cross_domain_twin_behaves_like_no_twin)
 	ASSERT_LE(0, pid);
 	if (!pid) {
 		char *twin, *alone, *merged, *other;
-		struct tenant v;
+		struct peer v;
 
 		/* The victim holds seed 100, advised, in uid A's domain */
-		if (tenant_start(&v, UID_A, 0, 100, ADVISE_UPM) || v.err)
+		if (tenant_start(&v, UID_A, 0, 100, PEER_ADVISE_UPM) || v.err)
 			_exit(1);
 		twin = map_filled(SIDE_PAGES, 100);
 		alone = map_filled(SIDE_PAGES, 101);
@@ -697,10 +589,10 @@ TEST_F(domain, cross_domain_twin_behaves_like_no_twin)
 		if (!twin || !alone || !merged || !other ||
 		    setresuid(UID_B, UID_B, 0))
 			_exit(2);
-		if (madvise(twin, SIDE_PAGES * psize, MADV_UPM_MERGEABLE) ||
-		    madvise(alone, SIDE_PAGES * psize, MADV_UPM_MERGEABLE) ||
-		    madvise(other, SIDE_PAGES * psize, MADV_UPM_MERGEABLE) ||
-		    madvise(merged, SIDE_PAGES * psize, MADV_UPM_MERGEABLE))
+		if (madvise(twin, SIDE_PAGES * psize(), MADV_UPM_MERGEABLE) ||
+		    madvise(alone, SIDE_PAGES * psize(), MADV_UPM_MERGEABLE) ||
+		    madvise(other, SIDE_PAGES * psize(), MADV_UPM_MERGEABLE) ||
+		    madvise(merged, SIDE_PAGES * psize(), MADV_UPM_MERGEABLE))
 			_exit(3);
 		if (setresuid(0, 0, 0))
 			_exit(4);
@@ -709,7 +601,7 @@ TEST_F(domain, cross_domain_twin_behaves_like_no_twin)
 		write_and_count(merged, SIDE_PAGES, &res[4], &res[5]);
 		if (!tenant_content_ok(&v))
 			_exit(5);
-		tenant_stop(&v);
+		peer_stop(&v);
 		if (write(fds[1], res, sizeof(res)) != sizeof(res))
 			_exit(6);
 		_exit(0);

@@ -35,10 +35,6 @@
 #include "../kselftest_harness.h"
 #include "upm_util.h"
 
-#ifndef PR_SET_UPM_DOMAIN
-#define PR_SET_UPM_DOMAIN 0x55504d53
-#define PR_GET_UPM_DOMAIN 0x55504d47
-#endif
 #ifndef MPOL_MF_MOVE_ALL
 #define MPOL_MF_MOVE_ALL (1 << 2)
 #endif
@@ -84,17 +80,17 @@ static bool ksmd_merges_pair(uint64_t seed, double secs)
 	if (!p)
 		return false;
 	fill(p, 1, seed);
-	memcpy(p + psize, p, psize);
-	if (madvise(p, 2 * psize, MADV_MERGEABLE))
+	memcpy(p + psize(), p, psize());
+	if (madvise(p, 2 * psize(), MADV_MERGEABLE))
 		goto out;
 	while (!merged && now() < deadline) {
-		merged = is_ksm(p) && is_ksm(p + psize) &&
-			 pfn_of(p) == pfn_of(p + psize);
+		merged = is_ksm(p) && is_ksm(p + psize()) &&
+			 pfn_of(p) == pfn_of(p + psize());
 		if (!merged)
 			usleep(20000);
 	}
 out:
-	munmap(p, 2 * psize);
+	munmap(p, 2 * psize());
 	return merged;
 }
 
@@ -121,7 +117,6 @@ struct mix_knobs {
 
 static void mix_save(struct mix_knobs *k)
 {
-	psize = getpagesize();
 	knobs_save(&k->knobs);
 	read_str(KSM "smart_scan", k->smart_scan, sizeof(k->smart_scan));
 }
@@ -133,16 +128,24 @@ static void mix_restore(struct mix_knobs *k)
 	knobs_restore(&k->knobs);
 }
 
+/* Why the cases cannot run here, or NULL. */
+static const char *mix_unsupported(void)
+{
+	if (geteuid())
+		return "needs root for PFNs and KSM knobs";
+	if (access("/sys/kernel/mm/upm/calls", R_OK))
+		return "no UPM in this kernel";
+	return NULL;
+}
+
 FIXTURE(mix) {
 	struct mix_knobs k;
 };
 
 FIXTURE_SETUP(mix)
 {
-	if (geteuid())
-		SKIP(return, "needs root for PFNs and KSM knobs");
-	if (access("/sys/kernel/mm/upm/calls", R_OK))
-		SKIP(return, "no UPM in this kernel");
+	if (mix_unsupported())
+		SKIP(return, "%s", mix_unsupported());
 	mix_save(&self->k);
 }
 
@@ -166,10 +169,8 @@ FIXTURE(unstable) {
 
 FIXTURE_SETUP(unstable)
 {
-	if (geteuid())
-		SKIP(return, "needs root for PFNs and KSM knobs");
-	if (access("/sys/kernel/mm/upm/calls", R_OK))
-		SKIP(return, "no UPM in this kernel");
+	if (mix_unsupported())
+		SKIP(return, "%s", mix_unsupported());
 	mix_save(&self->k);
 }
 
@@ -213,17 +214,17 @@ TEST_F_TIMEOUT(unstable, ksmd_survives_upm, 300)
 			_exit(2);
 		fill(a, MIX_PAGES, 0x6d697861);
 		fill(b, 16, 0x6d697862);
-		if (madvise(a, MIX_PAGES * psize, MADV_MERGEABLE))
+		if (madvise(a, MIX_PAGES * psize(), MADV_MERGEABLE))
 			_exit(2);
 		/* Let ksmd put a's pages in its unstable tree */
 		if (!wait_full_scans(3, 120))
 			_exit(4);
-		if (madvise(b, 16 * psize, MADV_UPM_MERGEABLE))
+		if (madvise(b, 16 * psize(), MADV_UPM_MERGEABLE))
 			_exit(2);
 		if (!wait_full_scans(2, 120))
 			_exit(4);
 		if (variant->end == END_MUNMAP) {
-			munmap(a, MIX_PAGES * psize);
+			munmap(a, MIX_PAGES * psize());
 			if (!wait_full_scans(2, 120))
 				_exit(4);
 		}
@@ -258,10 +259,10 @@ TEST_F_TIMEOUT(mix, ksmd_merges_other_ranges_of_upm_mm, 300)
 
 	ASSERT_NE(NULL, u);
 	fill(u, 16, 0x6d697864);
-	ASSERT_EQ(0, madvise(u, 16 * psize, MADV_UPM_MERGEABLE));
+	ASSERT_EQ(0, madvise(u, 16 * psize(), MADV_UPM_MERGEABLE));
 	ksmd_full_speed();
 	EXPECT_TRUE(ksmd_merges_pair(0x6d697865, 120));
-	munmap(u, 16 * psize);
+	munmap(u, 16 * psize());
 }
 
 /*
@@ -289,22 +290,22 @@ TEST_F_TIMEOUT(mix, candidates_survive_ksmd_scans, 300)
 	fill(mine, SURVIVE_PAGES, SURVIVE_SEED);
 	cands = upm_counter("index_candidates");
 	for (int i = 0; i < SURVIVE_PAGES; i += 256)
-		ASSERT_EQ(0, madvise(mine + i * psize, 256 * psize,
+		ASSERT_EQ(0, madvise(mine + i * psize(), 256 * psize(),
 				     MADV_UPM_MERGEABLE));
 	ASSERT_TRUE(wait_full_scans(3, 120));
 	EXPECT_EQ(SURVIVE_PAGES, upm_counter("index_candidates") - cands);
 	for (int i = 0; i < SURVIVE_PAGES; i++)
-		EXPECT_FALSE(is_ksm(mine + i * psize));
+		EXPECT_FALSE(is_ksm(mine + i * psize()));
 
 	fill(twin, SURVIVE_PAGES, SURVIVE_SEED);
 	merged = upm_counter("pages_merged");
-	ASSERT_EQ(0, madvise(twin, SURVIVE_PAGES * psize,
+	ASSERT_EQ(0, madvise(twin, SURVIVE_PAGES * psize(),
 			     MADV_UPM_MERGEABLE));
 	EXPECT_EQ(SURVIVE_PAGES, upm_counter("pages_merged") - merged);
 	EXPECT_TRUE(same_as(mine, SURVIVE_PAGES, SURVIVE_SEED));
 	EXPECT_TRUE(same_as(twin, SURVIVE_PAGES, SURVIVE_SEED));
-	munmap(mine, SURVIVE_PAGES * psize);
-	munmap(twin, SURVIVE_PAGES * psize);
+	munmap(mine, SURVIVE_PAGES * psize());
+	munmap(twin, SURVIVE_PAGES * psize());
 }
 
 /*
@@ -340,7 +341,6 @@ FIXTURE_SETUP(fork_move)
 		SKIP(return, "no UPM in this kernel");
 	if (access("/sys/devices/system/node/node1", F_OK))
 		SKIP(return, "needs two NUMA nodes");
-	psize = getpagesize();
 	knobs_save(&self->knobs);
 }
 
@@ -381,12 +381,12 @@ TEST_F_TIMEOUT(fork_move, child_pages_move, 300)
 			_exit(2);
 		fill(twin, MOVE_PAGES, MOVE_SEED);
 		fill(buf, MOVE_PAGES, MOVE_SEED);
-		if (madvise(twin, MOVE_PAGES * psize, MADV_UPM_MERGEABLE) ||
-		    madvise(buf, MOVE_PAGES * psize, MADV_UPM_MERGEABLE))
+		if (madvise(twin, MOVE_PAGES * psize(), MADV_UPM_MERGEABLE) ||
+		    madvise(buf, MOVE_PAGES * psize(), MADV_UPM_MERGEABLE))
 			_exit(2);
-		munmap(twin, MOVE_PAGES * psize);
+		munmap(twin, MOVE_PAGES * psize());
 		for (i = 0; i < MOVE_PAGES; i++)
-			if (!is_ksm(buf + i * psize))
+			if (!is_ksm(buf + i * psize()))
 				_exit(5);
 		child = fork();
 		if (child < 0)
@@ -430,7 +430,7 @@ TEST_F_TIMEOUT(fork_move, child_pages_move, 300)
 	}
 
 	for (i = 0; i < MOVE_PAGES; i++)
-		pages[i] = buf + i * psize;
+		pages[i] = buf + i * psize();
 	ASSERT_EQ(0, syscall(SYS_move_pages, child, MOVE_PAGES, pages, NULL,
 			     st, 0));
 	for (i = 0; i < MOVE_PAGES; i++) {
@@ -458,7 +458,7 @@ TEST_F_TIMEOUT(fork_move, child_pages_move, 300)
 		write_byte(to_parent[1]);
 		ASSERT_EQ(parent, waitpid(parent, &status, 0));
 	}
-	munmap(buf, MOVE_PAGES * psize);
+	munmap(buf, MOVE_PAGES * psize());
 	close(to_test[0]);
 	close(to_child[0]);
 	close(to_child[1]);
@@ -520,11 +520,11 @@ TEST_F_TIMEOUT(mix, exit_churn_keeps_index_bounded, 300)
 		round[r] = map_anon(CHURN_PAGES);
 		ASSERT_NE(NULL, round[r]);
 		fill(round[r], CHURN_PAGES, 0x63687572 + r * 7919);
-		ASSERT_EQ(0, madvise(round[r], CHURN_PAGES * psize,
+		ASSERT_EQ(0, madvise(round[r], CHURN_PAGES * psize(),
 				     MADV_UPM_MERGEABLE));
 	}
 	for (r = 0; r < CHURN_ROUNDS; r++)
-		munmap(round[r], CHURN_PAGES * psize);
+		munmap(round[r], CHURN_PAGES * psize());
 	/* Keep exiting every 20 ms: the prune must still come */
 	deadline = now() + 20;
 	while (now() < deadline) {
@@ -546,19 +546,10 @@ TEST_F_TIMEOUT(mix, exit_churn_keeps_index_bounded, 300)
 /* slab_unreclaimable of a memory cgroup, in bytes, or -1 */
 static long memcg_slab(const char *cg)
 {
-	char path[256], key[64];
-	long v, found = -1;
-	FILE *f;
+	char path[256];
 
 	snprintf(path, sizeof(path), "%s/memory.stat", cg);
-	f = fopen(path, "r");
-	if (!f)
-		return -1;
-	while (fscanf(f, "%63s %ld", key, &v) == 2)
-		if (!strcmp(key, "slab_unreclaimable"))
-			found = v;
-	fclose(f);
-	return found;
+	return read_key(path, "slab_unreclaimable");
 }
 
 /*
@@ -595,7 +586,7 @@ TEST_F_TIMEOUT(mix, index_metadata_charged_to_memcg, 300)
 		fill(p, ACCT_PAGES, 0x61636374);
 		write_byte(to_test[1]);
 		read_byte(to_child[0]);
-		if (madvise(p, ACCT_PAGES * psize, MADV_UPM_MERGEABLE))
+		if (madvise(p, ACCT_PAGES * psize(), MADV_UPM_MERGEABLE))
 			_exit(2);
 		write_byte(to_test[1]);
 		read_byte(to_child[0]);
@@ -657,12 +648,12 @@ TEST_F_TIMEOUT(mix, advice_never_oom_kills, 300)
 			_exit(2);
 		fill(p, OOM_PAGES, 0x6f6f6d21);
 		/* Checked against later without allocating any memory */
-		memcpy(ref, p, OOM_PAGES * psize);
+		memcpy(ref, p, OOM_PAGES * psize());
 		write_byte(to_test[1]);
 		read_byte(to_child[0]);
 		/* Each page needs a fresh frame: the cgroup has none left */
-		madvise(p, OOM_PAGES * psize, MADV_UPM_MERGEABLE);
-		_exit(memcmp(p, ref, OOM_PAGES * psize) ? 6 : 0);
+		madvise(p, OOM_PAGES * psize(), MADV_UPM_MERGEABLE);
+		_exit(memcmp(p, ref, OOM_PAGES * psize()) ? 6 : 0);
 	}
 	snprintf(buf, sizeof(buf), "%d", pid);
 	ASSERT_EQ(0, write_str(OOM_CG "/cgroup.procs", buf));
@@ -675,7 +666,7 @@ TEST_F_TIMEOUT(mix, advice_never_oom_kills, 300)
 	 */
 	cur = read_ulong(OOM_CG "/memory.current");
 	ASSERT_GT(cur, 0);
-	snprintf(buf, sizeof(buf), "%ld", cur + 16 * psize);
+	snprintf(buf, sizeof(buf), "%ld", cur + 16 * psize());
 	ASSERT_EQ(0, write_str(OOM_CG "/memory.max", buf));
 	write_str(OOM_CG "/memory.swap.max", "0");
 	nomem0 = upm_counter("skipped_nomem");
@@ -785,8 +776,8 @@ TEST_F_TIMEOUT(mix, advice_wait_is_killable, 600)
 	/* Many KSM mappings, so that run=2 holds the mutex for a while */
 	p = map_anon(KILL_PAGES);
 	ASSERT_NE(NULL, p);
-	memset(p, 0x5a, KILL_PAGES * psize);
-	ASSERT_EQ(0, madvise(p, KILL_PAGES * psize, MADV_UPM_MERGEABLE));
+	memset(p, 0x5a, KILL_PAGES * psize());
+	ASSERT_EQ(0, madvise(p, KILL_PAGES * psize(), MADV_UPM_MERGEABLE));
 
 	waiter = fork();
 	ASSERT_GE(waiter, 0);
@@ -797,7 +788,7 @@ TEST_F_TIMEOUT(mix, advice_wait_is_killable, 600)
 			_exit(2);
 		fill(q, 1, 0x6b696c6c);
 		read_byte(go[0]);
-		madvise(q, psize, MADV_UPM_MERGEABLE);
+		madvise(q, psize(), MADV_UPM_MERGEABLE);
 		_exit(0);
 	}
 	unmerger = fork();
@@ -837,7 +828,7 @@ TEST_F_TIMEOUT(mix, advice_wait_is_killable, 600)
 	EXPECT_TRUE(WIFSIGNALED(status));
 	waitpid(unmerger, NULL, 0);
 	write_str(KSM "run", "0");
-	munmap(p, KILL_PAGES * psize);
+	munmap(p, KILL_PAGES * psize());
 	close(go[0]);
 	close(go[1]);
 	close(done[0]);

@@ -83,7 +83,6 @@ FIXTURE(leak) {
 
 FIXTURE_SETUP(leak)
 {
-	psize = getpagesize();
 	if (getuid())
 		SKIP(return, "needs root");
 	if (upm_counter("index_entries") < 0)

@@ -96,7 +96,7 @@ static uint64_t page_sum(const char *p)
 	const uint64_t *w = (const uint64_t *)p;
 	uint64_t h = 0xcbf29ce484222325ULL;
 
-	for (size_t i = 0; i < psize / 8; i++) {
+	for (size_t i = 0; i < psize() / 8; i++) {
 		h ^= w[i];
 		h *= 0x100000001b3ULL;
 		h ^= h >> 29;
@@ -152,7 +152,7 @@ static void dump_log(struct worker_thread *t)
 static void make_page(char *p, uint64_t tag)
 {
 	if (!tag) {
-		memset(p, 0, psize);
+		memset(p, 0, psize());
 		return;
 	}
 	fill(p, 1, tag);
@@ -175,7 +175,7 @@ static void write_page(struct worker_thread *t, struct region *g, int i)
 	char *buf = (char *)words;
 
 	make_page(buf, pick_tag(t));
-	memcpy(g->addr + i * psize, buf, psize);
+	memcpy(g->addr + i * psize(), buf, psize());
 	g->sum[i] = page_sum(buf);
 }
 
@@ -186,7 +186,7 @@ static int verify_region(struct worker_thread *t, int r)
 
 	t->verifies++;
 	for (int i = 0; i < g->npages; i++) {
-		uint64_t s = page_sum(g->addr + i * psize);
+		uint64_t s = page_sum(g->addr + i * psize());
 
 		t->pages_checked++;
 		if (s == g->sum[i])
@@ -194,10 +194,10 @@ static int verify_region(struct worker_thread *t, int r)
 		say(
 		    "# MISMATCH seed %llu worker %d thread %d region %d page %d (addr %p pfn %llx flags %llx): sum %llx, expected %llx\n",
 		    (unsigned long long)seed, t->worker, t->index, r, i,
-		    g->addr + i * psize,
-		    (unsigned long long)pfn_of(g->addr + i * psize),
+		    g->addr + i * psize(),
+		    (unsigned long long)pfn_of(g->addr + i * psize()),
 		    (unsigned long long)read_kpageflags(pfn_of(g->addr +
-							       i * psize)),
+							       i * psize())),
 		    (unsigned long long)s, (unsigned long long)g->sum[i]);
 		bad++;
 	}
@@ -245,7 +245,7 @@ static void do_op(struct worker_thread *t, bool in_child);
 /* Advise a whole region (so that its VMAs can merge into one). */
 static void whole(struct worker_thread *t, struct region *g, int r)
 {
-	if (madvise(g->addr, g->npages * psize, MADV_UPM_MERGEABLE))
+	if (madvise(g->addr, g->npages * psize(), MADV_UPM_MERGEABLE))
 		error(t, "madvise(MADV_UPM_MERGEABLE) of a region", errno);
 }
 
@@ -341,7 +341,7 @@ static void do_op(struct worker_thread *t, bool in_child)
 			write_page(t, g, i);
 		break;
 	case OP_ADVISE:
-		if (madvise(g->addr + a * psize, (b - a) * psize,
+		if (madvise(g->addr + a * psize(), (b - a) * psize(),
 			    MADV_UPM_MERGEABLE))
 			error(t, "madvise(MADV_UPM_MERGEABLE)", errno);
 		break;
@@ -349,25 +349,25 @@ static void do_op(struct worker_thread *t, bool in_child)
 		verify_region(t, r);
 		break;
 	case OP_PAGEOUT:
-		if (madvise(g->addr + a * psize, (b - a) * psize,
+		if (madvise(g->addr + a * psize(), (b - a) * psize(),
 			    MADV_PAGEOUT) && errno != EINVAL)
 			error(t, "madvise(MADV_PAGEOUT)", errno);
 		break;
 	case OP_DONTNEED:
-		if (madvise(g->addr + a * psize, (b - a) * psize,
+		if (madvise(g->addr + a * psize(), (b - a) * psize(),
 			    MADV_DONTNEED))
 			error(t, "madvise(MADV_DONTNEED)", errno);
 		for (int i = a; i < b; i++)
 			g->sum[i] = zero_sum;
 		break;
 	case OP_PROTECT:
-		if (mprotect(g->addr, n * psize,
+		if (mprotect(g->addr, n * psize(),
 			     rnd(t, 2) ? PROT_READ : PROT_NONE))
 			error(t, "mprotect", errno);
-		if (rnd(t, 2) && madvise(g->addr, n * psize,
+		if (rnd(t, 2) && madvise(g->addr, n * psize(),
 					 MADV_UPM_MERGEABLE))
 			error(t, "madvise(PROT_READ/NONE range)", errno);
-		if (mprotect(g->addr, n * psize, PROT_READ | PROT_WRITE))
+		if (mprotect(g->addr, n * psize(), PROT_READ | PROT_WRITE))
 			error(t, "mprotect back", errno);
 		break;
 	case OP_MOVE:
@@ -376,18 +376,18 @@ static void do_op(struct worker_thread *t, bool in_child)
 		 * advising all of it lets the parts merge into one again.
 		 */
 		whole(t, g, r);
-		p = mmap(NULL, n * psize, PROT_NONE,
+		p = mmap(NULL, n * psize(), PROT_NONE,
 			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 		if (p == MAP_FAILED) {
 			error(t, "mmap", errno);
 			break;
 		}
-		tmp = mremap(g->addr, n * psize, n * psize,
+		tmp = mremap(g->addr, n * psize(), n * psize(),
 			     MREMAP_MAYMOVE | MREMAP_FIXED, p);
 		if (tmp == MAP_FAILED) {
 			if (errno != EFAULT)
 				error(t, "mremap move", errno);
-			munmap(p, n * psize);
+			munmap(p, n * psize());
 		} else {
 			g->addr = tmp;
 		}
@@ -396,14 +396,14 @@ static void do_op(struct worker_thread *t, bool in_child)
 	case OP_GROW:
 		whole(t, g, r);
 		if (n + 8 > MAX_PAGES) {
-			p = mremap(g->addr, n * psize, (n - 8) * psize, 0);
+			p = mremap(g->addr, n * psize(), (n - 8) * psize(), 0);
 			if (p == MAP_FAILED && errno != EFAULT)
 				error(t, "mremap shrink", errno);
 			else if (p != MAP_FAILED)
 				g->npages = n - 8;
 			break;
 		}
-		p = mremap(g->addr, n * psize, (n + 8) * psize,
+		p = mremap(g->addr, n * psize(), (n + 8) * psize(),
 			   MREMAP_MAYMOVE);
 		if (p == MAP_FAILED) {
 			if (errno != EFAULT)
@@ -418,12 +418,12 @@ static void do_op(struct worker_thread *t, bool in_child)
 		break;
 	case OP_REMAP:
 		verify_region(t, r);
-		if (munmap(g->addr, n * psize))
+		if (munmap(g->addr, n * psize()))
 			error(t, "munmap", errno);
 		new_region(t, r);
 		break;
 	case OP_UNMERGE:
-		if (madvise(g->addr, n * psize, MADV_UNMERGEABLE))
+		if (madvise(g->addr, n * psize(), MADV_UNMERGEABLE))
 			error(t, "madvise(MADV_UNMERGEABLE)", errno);
 		break;
 	case OP_FORK:
@@ -490,21 +490,45 @@ static void worker(int index, int out)
 	_exit(res.mismatches ? 1 : 0);
 }
 
+/* Start worker @index, its result pipe in *fd. Return: its pid, or 0. */
 static pid_t spawn(int index, int *fd)
 {
 	int p[2];
 	pid_t pid;
 
 	if (pipe(p))
-		return -1;
+		return 0;
 	pid = fork();
 	if (!pid) {
 		close(p[0]);
 		worker(index, p[1]);
 	}
 	close(p[1]);
+	if (pid < 0) {
+		close(p[0]);
+		return 0;
+	}
 	*fd = p[0];
 	return pid;
+}
+
+/*
+ * Add the result of a worker that exited with @status, read from @fd
+ * (closed then), to @total. Return: whether it reported and exited 0.
+ */
+static bool collect(int fd, int status, struct result *total)
+{
+	struct result res = { 0 };
+	bool ok = read(fd, &res, sizeof(res)) == sizeof(res) &&
+		  WIFEXITED(status) && !WEXITSTATUS(status);
+
+	total->ops += res.ops;
+	total->verifies += res.verifies;
+	total->pages_checked += res.pages_checked;
+	total->mismatches += res.mismatches;
+	total->errors += res.errors;
+	close(fd);
+	return ok;
 }
 
 int main(int argc, char **argv)
@@ -548,9 +572,8 @@ int main(int argc, char **argv)
 	}
 	if (!seed)
 		seed = time(NULL);
-	psize = getpagesize();
-	if (psize != sizeof(zero)) {
-		printf("upm_stress: SKIP: page size %zu is not 4096\n", psize);
+	if (psize() != sizeof(zero)) {
+		printf("upm_stress: SKIP: page size %u is not 4096\n", psize());
 		return 4;
 	}
 	zero_sum = page_sum(zero);
@@ -571,8 +594,10 @@ int main(int argc, char **argv)
 	ctl_rng = seed ^ 0xc0ffee;
 	pid = calloc(nworkers, sizeof(*pid));
 	fd = calloc(nworkers, sizeof(*fd));
-	for (int i = 0; i < nworkers; i++)
+	for (int i = 0; i < nworkers; i++) {
 		pid[i] = spawn(spawned++, &fd[i]);
+		bad_exits += !pid[i];
+	}
 
 	while (time(NULL) < deadline) {
 		int status, k = next_rand(&ctl_rng) % 100;
@@ -590,41 +615,24 @@ int main(int argc, char **argv)
 			write_str("/sys/kernel/mm/ksm/run", "0");
 		}
 		for (int i = 0; i < nworkers; i++) {
-			struct result res = { 0 };
-
-			if (waitpid(pid[i], &status, WNOHANG) != pid[i])
+			if (!pid[i] ||
+			    waitpid(pid[i], &status, WNOHANG) != pid[i])
 				continue;
-			if (read(fd[i], &res, sizeof(res)) != sizeof(res) ||
-			    !WIFEXITED(status) || WEXITSTATUS(status))
-				bad_exits++;
-			total.ops += res.ops;
-			total.verifies += res.verifies;
-			total.pages_checked += res.pages_checked;
-			total.mismatches += res.mismatches;
-			total.errors += res.errors;
-			close(fd[i]);
-			if (time(NULL) < deadline)
+			bad_exits += !collect(fd[i], status, &total);
+			pid[i] = 0;
+			if (time(NULL) < deadline) {
 				pid[i] = spawn(spawned++, &fd[i]);
-			else
-				pid[i] = 0;
+				bad_exits += !pid[i];
+			}
 		}
 	}
 	for (int i = 0; i < nworkers; i++) {
-		struct result res = { 0 };
 		int status;
 
 		if (!pid[i])
 			continue;
 		waitpid(pid[i], &status, 0);
-		if (read(fd[i], &res, sizeof(res)) != sizeof(res) ||
-		    !WIFEXITED(status) || WEXITSTATUS(status))
-			bad_exits++;
-		total.ops += res.ops;
-		total.verifies += res.verifies;
-		total.pages_checked += res.pages_checked;
-		total.mismatches += res.mismatches;
-		total.errors += res.errors;
-		close(fd[i]);
+		bad_exits += !collect(fd[i], status, &total);
 	}
 	write_str("/sys/kernel/mm/ksm/run", old_run);
 	merged = upm_counter("pages_merged") - merged0;

@@ -1,0 +1,275 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Races of MADV_UPM_MERGEABLE with munmap and mremap, fork and exit, KSM
+ * zero pages, a second adviser, ksmd and "echo 2 > ksm/run": each loop
+ * runs RACE_SECS seconds and then checks content and sharing as the fault
+ * matrix does (upm_mx.h). No case asserts on time. Needs root.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "upm_mx.h"
+
+static atomic_int stop_flag;
+
+/* Races: advise against munmap/mremap of the same range by a thread. */
+struct race_ctx {
+	char *mem;
+	uint64_t seed;
+	time_t end;
+	int bad_errno, forks, bad_children;
+};
+
+static void *unmap_remap_loop(void *arg)
+{
+	struct race_ctx *c = arg;
+	char *tmp;
+	int i = 0;
+
+	while (now() < c->end) {
+		if (i++ & 1) {
+			munmap(c->mem + 8 * psize(), 8 * psize());
+			mmap(c->mem + 8 * psize(), 8 * psize(),
+			     PROT_READ | PROT_WRITE,
+			     MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+		} else {
+			tmp = mremap(c->mem, NP * psize(), NP * psize(),
+				     MREMAP_MAYMOVE);
+			if (tmp == MAP_FAILED)
+				continue;
+			mremap(tmp, NP * psize(), NP * psize(),
+			       MREMAP_MAYMOVE | MREMAP_FIXED, c->mem);
+		}
+	}
+	return NULL;
+}
+
+TEST_F_TIMEOUT(mx, race_advise_munmap_mremap, 300)
+{
+	struct race_ctx c = { .mem = self->mem, .seed = 118 };
+	pthread_t th;
+	int calls = 0;
+
+	ASSERT_EQ(0, peer_spawn(&self->peer[0], 118, true, NULL));
+	fill(self->mem, NP, 118);
+	c.end = now() + RACE_SECS;
+	ASSERT_EQ(0, pthread_create(&th, NULL, unmap_remap_loop, &c));
+	while (now() < c.end) {
+		if (madvise(self->mem, NP * psize(), MADV_UPM_MERGEABLE) &&
+		    errno != ENOMEM)
+			c.bad_errno++;
+		calls++;
+	}
+	pthread_join(th, NULL);
+	TH_LOG("%d advise calls", calls);
+	EXPECT_EQ(0, c.bad_errno);
+	/* the range is whole again: the untouched parts kept their bytes */
+	EXPECT_EQ(8, good_range(self->mem, 118, 0, 8));
+	EXPECT_EQ(NP - 16, good_range(self->mem, 118, 16, NP));
+	fill(self->mem, NP, 118);
+	ASSERT_EQ(0, madvise(self->mem, NP * psize(), MADV_UPM_MERGEABLE));
+	EXPECT_EQ(NP, shared_with(self->mem, &self->peer[0]));
+	EXPECT_EQ(0, peer_mismatches(&self->peer[0]));
+}
+
+static void *fork_loop(void *arg)
+{
+	struct race_ctx *c = arg;
+	int status;
+	pid_t pid;
+
+	while (now() < c->end) {
+		pid = fork();
+		if (pid < 0)
+			continue;
+		if (!pid)
+			_exit(same_as(c->mem, NP, c->seed) ? 0 : 1);
+		waitpid(pid, &status, 0);
+		c->forks++;
+		if (!WIFEXITED(status) || WEXITSTATUS(status))
+			c->bad_children++;
+	}
+	return NULL;
+}
+
+/* Advise and unmerge against fork and exit of the same mm. */
+TEST_F_TIMEOUT(mx, race_advise_fork_exit, 300)
+{
+	struct race_ctx c = { .mem = self->mem, .seed = 119 };
+	pthread_t th;
+
+	ASSERT_EQ(0, peer_spawn(&self->peer[0], 119, true, NULL));
+	fill(self->mem, NP, 119);
+	c.end = now() + RACE_SECS;
+	ASSERT_EQ(0, pthread_create(&th, NULL, fork_loop, &c));
+	while (now() < c.end) {
+		EXPECT_EQ(0, madvise(self->mem, NP * psize(),
+				     MADV_UPM_MERGEABLE));
+		EXPECT_EQ(0, madvise(self->mem, NP * psize(),
+				     MADV_UNMERGEABLE));
+	}
+	pthread_join(th, NULL);
+	TH_LOG("%d children", c.forks);
+	EXPECT_LT(0, c.forks);
+	EXPECT_EQ(0, c.bad_children);
+	EXPECT_EQ(NP, good_range(self->mem, 119, 0, NP));
+	ASSERT_EQ(0, madvise(self->mem, NP * psize(), MADV_UPM_MERGEABLE));
+	EXPECT_EQ(NP, shared_with(self->mem, &self->peer[0]));
+}
+
+struct zero_race {
+	char *mem;
+	time_t end;
+	int rounds;
+};
+
+static void *zero_map_unmap_loop(void *arg)
+{
+	struct zero_race *z = arg;
+
+	while (now() < z->end) {
+		/* private pages of zeroes; advise maps the KSM zero page */
+		memset(z->mem, 1, NP * psize());
+		memset(z->mem, 0, NP * psize());
+		madvise(z->mem, NP * psize(), MADV_UPM_MERGEABLE);
+		/* a write to a KSM zero page unmaps it again */
+		for (int i = 0; i < NP; i++)
+			z->mem[i * psize()] = 1;
+		z->rounds++;
+	}
+	return NULL;
+}
+
+/*
+ * fork() while another thread maps and unmaps KSM zero pages: once every
+ * process has unmapped them, ksm_zero_pages must be back where it was.
+ * The child's count is copied with the mm before fork takes the parent's
+ * mmap lock, so a zero page mapped or unmapped in that window would be
+ * counted wrongly in the child.
+ */
+TEST_F_TIMEOUT(mx, race_fork_zero_pages, 300)
+{
+	struct zero_race z = { .mem = self->mem };
+	long zero = ksm_counter("ksm_zero_pages");
+	int forks = 0, status;
+	pthread_t th;
+	pid_t pid;
+
+	if (zero < 0)
+		SKIP(return, "no ksm_zero_pages counter");
+	z.end = now() + RACE_SECS;
+	ASSERT_EQ(0, pthread_create(&th, NULL, zero_map_unmap_loop, &z));
+	while (now() < z.end) {
+		pid = fork();
+		ASSERT_LE(0, pid);
+		if (!pid)
+			_exit(0);
+		ASSERT_EQ(pid, waitpid(pid, &status, 0));
+		forks++;
+	}
+	pthread_join(th, NULL);
+	ASSERT_EQ(0, munmap(self->mem, NP * psize()));
+	self->mem = NULL;
+	TH_LOG("%d forks, %d zero-page rounds", forks, z.rounds);
+	EXPECT_EQ(zero, ksm_counter("ksm_zero_pages"));
+}
+
+/*
+ * Two processes advise the same content at the same moment: both keep
+ * their content, and (if @merged) share every page afterwards.
+ */
+static void two_advisers(struct __test_metadata *_metadata,
+			 struct _test_data_mx *self, uint64_t seed,
+			 bool merged)
+{
+	struct peer *a = &self->peer[0], *b = &self->peer[1];
+
+	ASSERT_EQ(0, peer_spawn(a, seed, false, NULL));
+	ASSERT_EQ(0, peer_spawn(b, seed, false, NULL));
+	ASSERT_EQ(0, peer_send(a, PEER_ADVISE, 0, 0, 0));
+	ASSERT_EQ(0, peer_send(b, PEER_ADVISE, 0, 0, 0));
+	EXPECT_EQ(0, peer_wait(a));
+	EXPECT_EQ(0, peer_wait(b));
+	if (merged) {
+		ASSERT_EQ(0, peer_pfns(a));
+		ASSERT_EQ(0, peer_pfns(b));
+		for (int i = 0; i < NP; i++) {
+			EXPECT_NE(0, a->pfn[i]);
+			EXPECT_EQ(a->pfn[i], b->pfn[i]);
+		}
+	}
+	EXPECT_EQ(0, peer_mismatches(a));
+	EXPECT_EQ(0, peer_mismatches(b));
+	EXPECT_EQ(0, peer_stop(a));
+	EXPECT_EQ(0, peer_stop(b));
+}
+
+TEST_F_TIMEOUT(mx, race_two_advisers, 300)
+{
+	time_t end = now() + RACE_SECS;
+	int rounds = 0;
+
+	while (now() < end || rounds < 2)
+		two_advisers(_metadata, self, 1200 + rounds++, true);
+	TH_LOG("%d rounds", rounds);
+}
+
+TEST_F_TIMEOUT(mx, race_advisers_with_ksmd, 300)
+{
+	time_t end = now() + RACE_SECS;
+	int rounds = 0;
+
+	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/sleep_millisecs", "0"));
+	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/pages_to_scan", "10000"));
+	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/run", "1"));
+	while (now() < end || rounds < 2)
+		two_advisers(_metadata, self, 1300 + rounds++, true);
+	TH_LOG("%d rounds", rounds);
+}
+
+static void *run2_loop(void *arg)
+{
+	while (!stop_flag) {
+		write_str("/sys/kernel/mm/ksm/run", "2");
+		write_str("/sys/kernel/mm/ksm/run", "0");
+	}
+	return NULL;
+}
+
+/* "echo 2 > ksm/run" in the middle of advise calls. */
+TEST_F_TIMEOUT(mx, race_ksm_run_2, 300)
+{
+	time_t end = now() + RACE_SECS;
+	pthread_t th;
+	int rounds = 0;
+
+	stop_flag = 0;
+	ASSERT_EQ(0, pthread_create(&th, NULL, run2_loop, NULL));
+	while (now() < end || rounds < 2) {
+		/* ksm/run=2 may unmerge them at any moment */
+		two_advisers(_metadata, self, 1400 + rounds++, false);
+	}
+	stop_flag = 1;
+	pthread_join(th, NULL);
+	TH_LOG("%d rounds", rounds);
+	/* with run back at 0, advising merges again */
+	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/run", "0"));
+	two_advisers(_metadata, self, 1499, true);
+}
+
+int main(int argc, char **argv)
+{
+	upm_require_kernel();
+	return test_harness_run(argc, argv);
+}
+
