@@ -141,8 +141,13 @@
  * when it next looks at them. Nothing walks the nodes kept off the tree, so
  * after an mm that used UPM exits or unmerges a range, a work item looks at
  * every index entry (upm_prune_workfn()), which frees the stale nodes and
- * their entries, and drops the candidates of exited mms whose rmap_items
- * wait for ksmd.
+ * their entries, drops the candidates of exited mms whose rmap_items wait
+ * for ksmd, and frees what exits could not (ksm_free_exited_mms()): the
+ * rmap_items and KSM slot of an mm that exited while the mutex was busy,
+ * or before a child it forked. Without ksmd, nothing else revisits an
+ * item whose page was written to or unmapped: such items stay counted in
+ * KSM's pages_shared and pages_sharing until their mm exits, ksmd runs,
+ * or the range is advised again.
  */
 
 /* Pages handled per batch: hashed unlocked, then merged under the mutex */
@@ -446,7 +451,7 @@ static void upm_collect(struct upm_pass *p)
 			p->addr = vma->vm_start;
 		}
 		vend = min(vma->vm_end, walk_end);
-		/* Advised again since madvise checked it: no longer UPM's */
+		/* MADV_UNMERGEABLE since madvise checked it: not UPM's */
 		if (!(vma->vm_flags & VM_MERGEABLE) || !vma->anon_vma ||
 		    (!(vma->vm_flags & VM_UPM) &&
 		     READ_ONCE(upm_merge_policy) == UPM_POLICY_DOMAIN)) {
@@ -562,8 +567,16 @@ static bool upm_merge_with_twin(struct upm_pass *p, struct upm_page *up,
 		 */
 		err = ksm_merge_page(rmap_item, up->page, kpage);
 		if (err && !pages_identical(up->page, kpage)) {
-			p->count[UPM_HASH_COLLISIONS]++;
+			bool zero, changed;
+
+			changed = upm_hash_page(up->page, &zero) != up->hash;
 			folio_put(kfolio);
+			if (changed) {
+				/* Written to since it was hashed */
+				p->count[UPM_SKIPPED_BUSY]++;
+				return true;
+			}
+			p->count[UPM_HASH_COLLISIONS]++;
 			continue;
 		}
 		if (!err) {
@@ -806,8 +819,8 @@ static bool upm_batch_holds(struct upm_pass *p, struct page *page)
 
 /*
  * Is the candidate's range still advised to UPM? Under the domain policy,
- * a range advised again with MADV_UNMERGEABLE or MADV_MERGEABLE since is
- * no longer UPM's to merge (upm_collect() checks the same for advisers).
+ * a range advised MADV_UNMERGEABLE since (which clears VM_UPM) is no
+ * longer UPM's to merge (upm_collect() checks the same for advisers).
  */
 static bool upm_candidate_advised(struct ksm_rmap_item *cand)
 {
@@ -826,6 +839,39 @@ static bool upm_candidate_advised(struct ksm_rmap_item *cand)
 }
 
 /*
+ * The adviser's page did not merge into the candidate's page that was just
+ * made a KSM page for it (busy, or written to): give the candidate's owner
+ * its page back, writable, as try_to_merge_two_pages() does with
+ * break_cow(), so that no page nobody shares stays write-protected, and
+ * make it a candidate again. The stable node goes stale; the next lookup
+ * or prune frees it and its entry.
+ */
+static void upm_unpublish(struct upm_pass *p, struct ksm_rmap_item *cand,
+			  u64 hash)
+{
+	struct page *page;
+	bool unshared;
+
+	/* ksm_break_cow() drops a reference its stable node still holds */
+	get_anon_vma(cand->anon_vma);
+	ksm_break_cow(cand);
+	page = ksm_get_mergeable_page(cand);
+	unshared = page && !PageKsm(page);
+	if (page)
+		put_page(page);
+	/* Still mapped as a KSM page (no memory to copy): keep its item */
+	if (!unshared)
+		return;
+	ksm_remove_rmap_item(cand);
+	cand->mm->upm_stable_pages--;
+	p->count[UPM_PAGES_STABLE_NEW]--;
+	p->count[UPM_PUBLISHES_UNDONE]++;
+	/* It matched in this domain: p->domain is the candidate's too */
+	upm_candidate_add(p, cand, hash);
+	p->count[UPM_PAGES_CANDIDATE]--;
+}
+
+/*
  * Merge the page with a candidate of the same hash and domain: compare
  * them in full, make the candidate's page a KSM page (a fresh copy of it,
  * with safe frames), then merge ours into that. A candidate whose page is
@@ -839,8 +885,9 @@ static bool upm_merge_with_candidate(struct upm_pass *p, struct upm_page *up,
 	struct ksm_rmap_item *cand;
 	struct hlist_head *bucket;
 	struct hlist_node *tmp;
+	bool zero, held, found;
+	unsigned long merged;
 	struct page *cpage;
-	bool zero, held;
 	int err;
 
 	bucket = upm_index_bucket(&upm_candidates, up->hash, p->domain);
@@ -904,7 +951,11 @@ static bool upm_merge_with_candidate(struct upm_pass *p, struct upm_page *up,
 		/* Busy or no memory: try the next, or become a candidate */
 		if (err)
 			continue;
-		return upm_merge_with_twin(p, up, rmap_item);
+		merged = p->count[UPM_PAGES_MERGED];
+		found = upm_merge_with_twin(p, up, rmap_item);
+		if (p->count[UPM_PAGES_MERGED] == merged)
+			upm_unpublish(p, cand, up->hash);
+		return found;
 	}
 	return false;
 }
@@ -1151,6 +1202,8 @@ static void upm_prune_workfn(struct work_struct *work)
 	mutex_lock(&ksm_thread_mutex);
 	ksm_wait_while_offlining();
 	upm_prune_index(false);
+	/* What exits could not free: without ksmd, nobody else would */
+	ksm_free_exited_mms();
 	mutex_unlock(&ksm_thread_mutex);
 
 	last = READ_ONCE(upm_prune_requested);
@@ -1277,13 +1330,17 @@ void upm_stable_node_freed(struct ksm_stable_node *stable_node)
  *
  * ksmd frees an exiting mm's rmap_items when its scan reaches it; when ksmd
  * is not running (UPM does not need it), nobody would, and the stable
- * pages would stay counted and their metadata would leak. Free them now.
+ * pages would stay counted and their metadata would leak. Free them now,
+ * or in the prune that follows (ksm_free_exited_mms()) if the mutex is
+ * busy. Only for mms that used UPM: KSM's own wait for ksmd, as before.
  * Called from __ksm_exit() before it decides how to free the mm's slot.
  */
 void upm_ksm_exit(struct mm_struct *mm)
 {
-	if (mm->upm_advised)
-		upm_request_prune();
+	if (!mm->upm_advised)
+		return;
+	/* Frees later what ksm_free_exiting_mm() cannot free now */
+	upm_request_prune();
 	ksm_free_exiting_mm(mm);
 }
 

@@ -13,6 +13,7 @@ UPM_COUNTER(PAGES_ZERO)		/* replaced by the shared zero page */
 UPM_COUNTER(PAGES_COPIED)	/* shared through a safe frame */
 UPM_COUNTER(PAGES_CANDIDATE)	/* entered as candidates, still writable */
 UPM_COUNTER(CANDIDATES_DROPPED)	/* candidates found changed or gone */
+UPM_COUNTER(PUBLISHES_UNDONE)	/* made KSM pages, then unshared again */
 UPM_COUNTER(SKIPPED_ABSENT)	/* not present, or not anonymous */
 UPM_COUNTER(SKIPPED_KSM)	/* shared already, or since a fork */
 UPM_COUNTER(SKIPPED_PINNED)	/* pinned, e.g. for DMA */

@@ -41,7 +41,9 @@ for i in "${!series[@]}"; do
 	[ -n "${files// /}" ] || continue
 	files=$(printf '%s\n' $files | sort -u)
 	later=$(cd "$TOP/patches" && for q in "${series[@]:$((i + 1))}"; do
-		sed -n 's|^+++ b/\([^[:space:]]*\).*|\1|p' "$q"; done | sort -u)
+		sed -n 's|^+++ b/\([^[:space:]]*\).*|\1|p' "$q"
+		if [ "${PATCH:-}" = "$q" ]; then echo "${ADD:-}"; fi
+	done | sort -u)
 	diff=
 	for k in $files; do
 		if [ ! -f "$base/$k" ] && [ -f "$PRISTINE/$k" ]; then

@@ -695,13 +695,17 @@ TEST_F_TIMEOUT(mx, userfaultfd_range, 300)
 	close(uffd);
 }
 
-/* Pages held by a pipe through vmsplice are not merged while held. */
+/*
+ * Pages held by a pipe through vmsplice are not merged while held, and the
+ * candidates they matched are given back writable, not left KSM pages.
+ */
 TEST_F_TIMEOUT(mx, vmsplice_held_not_merged, 300)
 {
 	struct iovec iov = { .iov_base = NULL, .iov_len = 16 * psize() };
 	char *buf = malloc(16 * psize());
-	int fds[2];
 	ssize_t got = 0, r;
+	int fds[2], i;
+	long undone;
 
 	ASSERT_NE(NULL, buf);
 	ASSERT_EQ(0, pipe(fds));
@@ -709,9 +713,15 @@ TEST_F_TIMEOUT(mx, vmsplice_held_not_merged, 300)
 	fill(self->mem, NP, 114);
 	iov.iov_base = self->mem;
 	ASSERT_EQ(16 * psize(), vmsplice(fds[1], &iov, 1, 0));
+	undone = upm_counter("publishes_undone");
 	ASSERT_EQ(0, madvise(self->mem, NP * psize(), MADV_UPM_MERGEABLE));
 	EXPECT_EQ(0, shared_range(self->mem, &self->peer[0], 0, 16));
 	EXPECT_EQ(NP - 16, shared_range(self->mem, &self->peer[0], 16, NP));
+	/* The peer's pages it matched are not left write-protected alone */
+	ASSERT_EQ(0, peer_pfns(&self->peer[0]));
+	for (i = 0; i < 16; i++)
+		EXPECT_EQ(0, self->peer[0].pfn[i]) TH_LOG("peer page %d", i);
+	EXPECT_EQ(16, upm_counter("publishes_undone") - undone);
 	while (got < (ssize_t)(16 * psize())) {
 		r = read(fds[0], buf + got, 16 * psize() - got);
 		ASSERT_LT(0, r);

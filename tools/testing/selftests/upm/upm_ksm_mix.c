@@ -613,6 +613,80 @@ TEST_F_TIMEOUT(mix, index_metadata_charged_to_memcg, 300)
 	close(to_test[1]);
 }
 
+/* rmap_items in use, from KSM's counters (pages_volatile is the rest) */
+static long ksm_items(void)
+{
+	return ksm_counter("pages_shared") + ksm_counter("pages_sharing") +
+	       ksm_counter("pages_unshared") + ksm_counter("pages_volatile");
+}
+
+/*
+ * A process that used UPM exits before the child it forked, with ksmd
+ * off. Its rmap_items stay while rmap finds the child's mapping through
+ * them; once the child has exited too, they go with the process's KSM
+ * slot (the prune after an exit frees what exits left): KSM's counters
+ * come back to where they were, with no ksmd to wait for.
+ */
+TEST_F_TIMEOUT(mix, parent_exits_first_nothing_leaks, 300)
+{
+	int to_child[2], to_test[2], status, i;
+	long items0, shared0, sharing0;
+	struct peer peer = { 0 };
+	pid_t parent, child = 0;
+
+	ASSERT_EQ(0, prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0));
+	write_str(KSM "run", "0");
+	/* Let a prune that earlier cases asked for run first (0.5 s) */
+	usleep(1500 * 1000);
+	items0 = ksm_items();
+	shared0 = ksm_counter("pages_shared");
+	sharing0 = ksm_counter("pages_sharing");
+	ASSERT_EQ(0, peer_spawn(&peer, 0x7061726e, true, NULL));
+	ASSERT_EQ(0, pipe(to_child));
+	ASSERT_EQ(0, pipe(to_test));
+	parent = fork();
+	ASSERT_GE(parent, 0);
+	if (!parent) {
+		char *p = map_anon(PEER_PAGES);
+		pid_t pid;
+
+		if (!p)
+			_exit(2);
+		fill(p, PEER_PAGES, 0x7061726e);
+		if (madvise(p, PEER_PAGES * psize(), MADV_UPM_MERGEABLE) ||
+		    !is_ksm(p))
+			_exit(3);
+		pid = fork();
+		if (!pid) {
+			/* The child: holds the pages until told to go */
+			read_byte(to_child[0]);
+			_exit(same_as(p, PEER_PAGES, 0x7061726e) ? 0 : 4);
+		}
+		if (write(to_test[1], &pid, sizeof(pid)) != sizeof(pid))
+			_exit(5);
+		_exit(pid > 0 ? 0 : 6);
+	}
+	ASSERT_EQ(sizeof(child), read(to_test[0], &child, sizeof(child)));
+	ASSERT_EQ(parent, waitpid(parent, &status, 0));
+	ASSERT_EQ(0, status);
+	/* Orphaned, the child is ours to reap (we are its subreaper) */
+	write_byte(to_child[1]);
+	ASSERT_EQ(child, waitpid(child, &status, 0));
+	EXPECT_EQ(0, status) TH_LOG("the child's content changed");
+	EXPECT_EQ(0, peer_stop(&peer));
+	/* Freed at exit, or by the prune work half a second later */
+	for (i = 0; i < 50 && ksm_items() != items0; i++)
+		usleep(100 * 1000);
+	EXPECT_EQ(items0, ksm_items());
+	EXPECT_EQ(shared0, ksm_counter("pages_shared"));
+	EXPECT_EQ(sharing0, ksm_counter("pages_sharing"));
+	prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0);
+	close(to_child[0]);
+	close(to_child[1]);
+	close(to_test[0]);
+	close(to_test[1]);
+}
+
 /*
  * Advice is a hint: when the adviser's memory cgroup is full and cannot
  * reclaim (no swap), UPM skips the pages it has no memory for and counts
