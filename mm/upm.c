@@ -844,7 +844,8 @@ static bool upm_candidate_advised(struct ksm_rmap_item *cand)
  * its page back, writable, as try_to_merge_two_pages() does with
  * break_cow(), so that no page nobody shares stays write-protected, and
  * make it a candidate again. The stable node goes stale; the next lookup
- * or prune frees it and its entry.
+ * or prune frees it and its entry. If the node went stale already (the
+ * page was unmapped meanwhile), ksm_remove_rmap_item() has nothing to do.
  */
 static void upm_unpublish(struct upm_pass *p, struct ksm_rmap_item *cand,
 			  u64 hash)
@@ -852,9 +853,8 @@ static void upm_unpublish(struct upm_pass *p, struct ksm_rmap_item *cand,
 	struct page *page;
 	bool unshared;
 
-	/* ksm_break_cow() drops a reference its stable node still holds */
-	get_anon_vma(cand->anon_vma);
-	ksm_break_cow(cand);
+	/* The item stays in its node meanwhile: rmap still finds the page */
+	ksm_unshare(cand);
 	page = ksm_get_mergeable_page(cand);
 	unshared = page && !PageKsm(page);
 	if (page)

@@ -113,8 +113,9 @@ git diff "$base" HEAD > "$out/upm-combined.patch"
 check=$(mktemp -d); trap 'rm -rf "$check"' EXIT
 mapfile -t patches < <(ls "$out"/[0-9][0-9][0-9][0-9]-*.patch | grep -v /0000-cover-letter)
 git worktree add -q --detach "$check/am" "$base"
-(cd "$check/am" && git am -q "${patches[@]}") ||
-	die "the series does not apply with git am to its base"
+(cd "$check/am" && git am -q --whitespace=error-all "${patches[@]}") ||
+	die "the series does not apply with git am to its base," \
+		"or adds whitespace errors (above)"
 [ -z "$(git -C "$check/am" diff HEAD)" ] &&
 	git -C "$check/am" diff --quiet HEAD "$(git rev-parse HEAD)" ||
 	die "git am of the series gives another tree than the series"

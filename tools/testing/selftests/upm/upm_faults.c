@@ -984,4 +984,3 @@ int main(int argc, char **argv)
 	upm_require_kernel();
 	return test_harness_run(argc, argv);
 }
-
