@@ -53,12 +53,12 @@ kinds "user-space helpers (tools/upm)" \
 kinds "fault matrix (upm_faults)" 'upm_faults: [0-9]+ '
 kinds "races (upm_races)" 'upm_races: [0-9]+ '
 kinds "bad input (upm_bad_input, root, nobody)" 'upm_bad_input( as nobody)?: [0-9]+ '
-kinds "next to ksmd, fork, exit (upm_ksm_mix)" 'upm_ksm_mix:'
+kinds "next to ksmd, fork, exit (upm_ksm_mix)" 'upm_ksm_mix: [0-9]+ '
 kinds "stress (upm_stress, stress-ng)" 'upm_stress [0-9]+s$|upm_stress next|stress-ng (madvise|not)'
 kinds "kernel log checks" '.*: kernel log clean'
 kinds "leak check (upm_leakcheck)" 'upm_leakcheck:'
 kinds "upstream KSM selftests" 'ksm_functional_tests:|ksm_tests|cow:'
-kinds "guest run, CPUs, nodes, make check" 'guest (run|CPUs|NUMA)|make check'
+kinds "guest CPUs and nodes, make check" 'guest (CPUs|NUMA)|make check'
 echo "Results: $res/results.txt; logs: $res/*.log; took $(( $(date +%s) - start ))s"
 echo "upm: $p passed, $f failed, $s skipped"
 [ "$f" = 0 ]
