@@ -232,6 +232,8 @@ enum upm_counter {
 
 static atomic_long_t upm_stats[UPM_NR_COUNTERS];
 
+/* ---- The indexes: shared pages (entries) and candidates ---- */
+
 /**
  * upm_index_init() - allocate an empty index
  * @idx:	index to initialise
@@ -368,6 +370,8 @@ struct upm_pass {
 	struct upm_page batch[UPM_BATCH];
 	unsigned long count[UPM_NR_COUNTERS];
 };
+
+/* ---- One batch of a pass: collect, hash, merge ---- */
 
 /*
  * Take a reference on the page mapped at p->addr, if it is a candidate.
@@ -1024,6 +1028,36 @@ out:
 	return 0;
 }
 
+/* Hash the batch's pages, outside any lock: the costly read of each */
+static void upm_hash_batch(struct upm_pass *p)
+{
+	unsigned int i;
+
+	for (i = 0; i < p->nr; i++)
+		p->batch[i].hash = upm_hash_page(p->batch[i].page,
+						 &p->batch[i].zero);
+}
+
+/* Add a pass's counts to /sys/kernel/mm/upm/ and trace its end */
+static void upm_account_pass(struct upm_pass *p, int err)
+{
+	unsigned long skipped = 0;
+	unsigned int i;
+
+	p->count[UPM_CALLS] = 1;
+	for (i = 0; i < UPM_NR_COUNTERS; i++)
+		if (p->count[i])
+			atomic_long_add(p->count[i], &upm_stats[i]);
+	/* The SKIPPED_ counters are together in upm_counters.h */
+	for (i = UPM_SKIPPED_ABSENT; i <= UPM_SKIPPED_DISABLED; i++)
+		skipped += p->count[i];
+	trace_upm_advise_end(p->mm, p->count[UPM_PAGES_MERGED],
+			     p->count[UPM_PAGES_STABLE_NEW],
+			     p->count[UPM_PAGES_ZERO], skipped, err);
+}
+
+/* ---- madvise: check the range, then the merge pass ---- */
+
 /**
  * upm_check_range() - check that a range can be advised as a whole
  * @mm:		address space
@@ -1078,7 +1112,6 @@ int upm_merge_range(struct mm_struct *mm, struct task_struct *owner,
 {
 	u64 t0 = ktime_get_ns();
 	struct upm_pass *p;
-	unsigned long skipped = 0;
 	unsigned int i;
 	int err = 0;
 
@@ -1104,9 +1137,7 @@ int upm_merge_range(struct mm_struct *mm, struct task_struct *owner,
 		upm_collect(p);
 		mmap_read_unlock(mm);
 
-		for (i = 0; i < p->nr; i++)
-			p->batch[i].hash = upm_hash_page(p->batch[i].page,
-							 &p->batch[i].zero);
+		upm_hash_batch(p);
 		if (p->nr)
 			err = upm_merge_batch(p);
 		for (i = 0; i < p->nr; i++)
@@ -1118,20 +1149,14 @@ int upm_merge_range(struct mm_struct *mm, struct task_struct *owner,
 		cond_resched();
 	}
 
-	p->count[UPM_CALLS] = 1;
 	p->count[UPM_PAGES_ADVISED] = (end - start) >> PAGE_SHIFT;
 	p->count[UPM_TIME_NS] = ktime_get_ns() - t0;
-	for (i = 0; i < UPM_NR_COUNTERS; i++)
-		if (p->count[i])
-			atomic_long_add(p->count[i], &upm_stats[i]);
-	for (i = UPM_SKIPPED_ABSENT; i <= UPM_SKIPPED_DISABLED; i++)
-		skipped += p->count[i];
-	trace_upm_advise_end(mm, p->count[UPM_PAGES_MERGED],
-			     p->count[UPM_PAGES_STABLE_NEW],
-			     p->count[UPM_PAGES_ZERO], skipped, err);
+	upm_account_pass(p, err);
 	kfree(p);
 	return err;
 }
+
+/* ---- Pruning the index, and KSM's hooks into UPM ---- */
 
 /*
  * Look at every index entry: ksm_get_folio() frees a stale stable node, and
@@ -1249,6 +1274,8 @@ bool upm_ksmd_skips(struct vm_area_struct *vma,
 	       upm_merge_policy == UPM_POLICY_DOMAIN;
 }
 
+/* ---- exec and prctl: merge domains ---- */
+
 /**
  * upm_secure_exec() - a setuid or otherwise secure exec is under way
  * @mm:	the new mm
@@ -1303,6 +1330,8 @@ int upm_prctl(int option, unsigned long arg2, unsigned long arg3,
 	return -EINVAL;
 }
 
+/* ---- KSM's hooks: a stable node freed, an mm exiting ---- */
+
 /**
  * upm_stable_node_freed() - KSM is freeing a stable node
  * @stable_node: the node
@@ -1343,6 +1372,8 @@ void upm_ksm_exit(struct mm_struct *mm)
 	upm_request_prune();
 	ksm_free_exiting_mm(mm);
 }
+
+/* ---- sysfs: /sys/kernel/mm/upm/, and debugfs ---- */
 
 /* A counter's sysfs file: its id from upm_counters.h, in lower case */
 struct upm_counter_attr {
@@ -1541,6 +1572,8 @@ static const struct attribute_group upm_attr_group = {
 	.attrs = upm_attrs,
 	.name = "upm",
 };
+
+/* ---- Init ---- */
 
 static void __init upm_counter_attrs_init(void)
 {
