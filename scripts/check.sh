@@ -28,26 +28,29 @@ ours=$(cd "$TOP" && git ls-files -- 'mm/*.c' 'mm/*.h' 'include/*.h')
 r=$(cd "$TREE" && perl scripts/kernel-doc -none -Wall $ours 2>&1)
 if [ -n "$r" ]; then printf '%s\n' "$r"; bad=1; else info "clean: $(echo $ours)"; fi
 
+# w1_sparse OBJ KEEP ALLOWED: W=1 and sparse (C=2) build of OBJ; the
+# output lines matching KEEP, but those matching ALLOWED, are problems.
+w1_sparse() {
+	local r
+	step "W=1 and sparse (C=2) build of $1"
+	touch "$TREE/${1%.o}.c"
+	r=$(make -s -C "$TREE" O="$obj" CC="ccache gcc" W=1 C=2 \
+		CHECK="sparse -Wno-decl" "$1" 2>&1 | grep -E "$2" |
+		grep -vE "$3")
+	if [ -n "$r" ]; then printf '%s\n' "$r"; bad=1; else info "no warnings"; fi
+}
+
 obj=$(objdir debug)
 if [ -f "$obj/.config" ]; then
 	export CCACHE_DIR=${CCACHE_DIR:-$HOME/.cache/upm-ccache}
-	step "W=1 and sparse (C=2) build of mm/upm.o"
-	r=$(make -s -C "$TREE" O="$obj" CC="ccache gcc" W=1 C=2 \
-		CHECK="sparse -Wno-decl" mm/upm.o 2>&1 |
-		grep -E 'upm\.[ch]|ksm_internal' |
-		# folio_walk_start() takes the PTL without a sparse annotation,
-		# so every caller gets this (mm/ksm.c's get_mergeable_page too)
-		grep -v "context imbalance in 'upm_collect_page' - unexpected unlock")
-	if [ -n "$r" ]; then printf '%s\n' "$r"; bad=1; else info "no warnings"; fi
+	# folio_walk_start() takes the PTL without a sparse annotation, so
+	# every caller gets this (mm/ksm.c's get_mergeable_page too)
+	w1_sparse mm/upm.o 'upm\.[ch]|ksm_internal' \
+		"context imbalance in 'upm_collect_page' - unexpected unlock"
 	# KSM's side of the seam: nothing beyond upstream KSM's own sparse
 	# context warnings (functions that unlock what a helper locked)
-	step "W=1 and sparse (C=2) build of mm/ksm.o"
-	touch "$TREE/mm/ksm.c"
-	r=$(make -s -C "$TREE" O="$obj" CC="ccache gcc" W=1 C=2 \
-		CHECK="sparse -Wno-decl" mm/ksm.o 2>&1 |
-		grep -E 'warning|error' |
-		grep -vE "context imbalance in '(break_ksm|get_mergeable_page|write_protect_page|replace_page|ksm_next_page_pmd_entry)' - unexpected unlock")
-	if [ -n "$r" ]; then printf '%s\n' "$r"; bad=1; else info "no warnings"; fi
+	w1_sparse mm/ksm.o 'warning|error' \
+		"context imbalance in '(break_ksm|get_mergeable_page|write_protect_page|replace_page|ksm_next_page_pmd_entry)' - unexpected unlock"
 else
 	info "skipping the W=1 build: no debug kernel configured yet (make kernel)"
 fi
