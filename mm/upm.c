@@ -72,13 +72,19 @@
  * 5. Without a shared match, the index of candidates is looked up the same
  *    way. A candidate is an advised page nobody shared yet, left writable
  *    and in place; only its KSM rmap_item is linked into the index. On a
- *    match, the two pages are compared in full; the candidate's page is
- *    made a KSM page and entered into the index of shared pages (with
- *    safe frames, the default, its content is first copied into a freshly
- *    allocated frame that replaces it, so that no adviser chooses the
- *    physical frame others will share), then the adviser's page is merged
- *    into it as in step 4. A candidate whose page is gone, or changed since
- *    it was hashed, is dropped on the way and never merged.
+ *    match, the candidate's page is made a KSM page and entered into the
+ *    index of shared pages, then the adviser's page is merged into it as
+ *    in step 4. With safe frames, the default, the candidate's page is
+ *    write-protected, then compared with the adviser's page as it is
+ *    copied into a freshly allocated frame, which replaces it
+ *    (ksm_merge_into_copy()): no adviser chooses the physical frame others
+ *    will share, the copy is exact, and each page is read once before the
+ *    final compare. Without safe frames, the two pages are compared
+ *    unlocked, as ksmd does, and the candidate's page itself is
+ *    write-protected. A candidate whose page is gone or changed is dropped
+ *    when it is looked up. If the adviser's merge then fails (its page is
+ *    busy, or was written to), the candidate's owner gets its page back,
+ *    writable (upm_unpublish()).
  * 6. A page with no match at all becomes a candidate itself.
  *
  * So a unique page costs a hash and its rmap_item, and stays writable: its
@@ -354,6 +360,10 @@ struct upm_page {
  * @cursor_gen:	ksm_rmap_items_freed when @cursor was last checked
  * @nr:		pages in @batch
  * @batch:	the pages being merged
+ * @nr_put:	references in @put
+ * @put:	references to drop together once the batch is merged: on the
+ *		batch's pages, and on the candidates' pages that their copies
+ *		replaced, which are freed then
  * @count:	this call's counters, added to upm_stats at the end
  */
 struct upm_pass {
@@ -368,10 +378,25 @@ struct upm_pass {
 	unsigned long cursor_gen;
 	unsigned int nr;
 	struct upm_page batch[UPM_BATCH];
+	unsigned int nr_put;
+	struct page *put[2 * UPM_BATCH];
 	unsigned long count[UPM_NR_COUNTERS];
 };
 
 /* ---- One batch of a pass: collect, hash, merge ---- */
+
+/*
+ * May UPM merge the pages of @vma? Not once MADV_UNMERGEABLE has cleared
+ * VM_MERGEABLE (or VM_UPM, under the domain policy) since the advice.
+ * Should be called under the mmap lock of @vma's mm.
+ */
+static bool upm_vma_advised(struct vm_area_struct *vma)
+{
+	if (!(vma->vm_flags & VM_MERGEABLE) || !vma->anon_vma)
+		return false;
+	return (vma->vm_flags & VM_UPM) ||
+	       READ_ONCE(upm_merge_policy) == UPM_POLICY_GLOBAL;
+}
 
 /*
  * Take a reference on the page mapped at p->addr, if it is a candidate.
@@ -455,10 +480,7 @@ static void upm_collect(struct upm_pass *p)
 			p->addr = vma->vm_start;
 		}
 		vend = min(vma->vm_end, walk_end);
-		/* MADV_UNMERGEABLE since madvise checked it: not UPM's */
-		if (!(vma->vm_flags & VM_MERGEABLE) || !vma->anon_vma ||
-		    (!(vma->vm_flags & VM_UPM) &&
-		     READ_ONCE(upm_merge_policy) == UPM_POLICY_DOMAIN)) {
+		if (!upm_vma_advised(vma)) {
 			p->count[UPM_SKIPPED_ABSENT] += (vend - p->addr) >>
 						     PAGE_SHIFT;
 			p->addr = vend;
@@ -528,7 +550,59 @@ static void upm_merge_zero(struct upm_pass *p, struct upm_page *up)
 }
 
 /*
- * Merge the page into a verified twin from the index.
+ * Merge the adviser's page into the KSM page of @stable_node. The pages
+ * are compared in full once ours is write-protected.
+ *
+ * Return: 0 if merged; -ENOENT if the node is stale (it is freed, and its
+ * entry with it) or has as many sharers as it may; -EBUSY if a page was
+ * busy; -EILSEQ if the pages differ.
+ */
+static int upm_merge_into(struct upm_pass *p, struct upm_page *up,
+			  struct ksm_rmap_item *rmap_item,
+			  struct ksm_stable_node *stable_node)
+{
+	struct folio *kfolio;
+	struct page *kpage;
+	int err = 0;
+
+	/*
+	 * Take and drop the folio lock, as stable_tree_search() does, so
+	 * that a migration in progress sees our reference and backs off.
+	 */
+	kfolio = ksm_get_folio(stable_node, KSM_GET_FOLIO_TRYLOCK);
+	if (IS_ERR(kfolio))
+		return -EBUSY;
+	if (!kfolio)
+		return -ENOENT;
+	folio_unlock(kfolio);
+	kpage = folio_page(kfolio, 0);
+	if (!ksm_stable_node_can_share(stable_node)) {
+		err = -ENOENT;
+	} else if (ksm_merge_page(rmap_item, up->page, kpage)) {
+		/* A second look tells a busy page from a different one */
+		err = pages_identical(up->page, kpage) ? -EBUSY : -EILSEQ;
+	} else {
+		/* Our reference keeps stable_node on this folio. */
+		folio_lock(kfolio);
+		ksm_stable_node_append(rmap_item, stable_node);
+		folio_unlock(kfolio);
+		p->mm->upm_merged_pages++;
+		p->count[UPM_PAGES_MERGED]++;
+	}
+	folio_put(kfolio);
+	return err;
+}
+
+/* Has the adviser's page been written to since it was hashed? */
+static bool upm_page_changed(struct upm_page *up)
+{
+	bool zero;
+
+	return upm_hash_page(up->page, &zero) != up->hash;
+}
+
+/*
+ * Merge the page into a twin from the index of shared pages.
  *
  * Return: true if a twin was found (merged, or the merge was refused).
  */
@@ -537,78 +611,35 @@ static bool upm_merge_with_twin(struct upm_pass *p, struct upm_page *up,
 {
 	struct upm_entry *e;
 	struct hlist_node *tmp;
+	int err;
 
 	upm_index_for_each_in_bucket(e, tmp, &upm_index, up->hash, p->domain) {
-		struct ksm_stable_node *stable_node = e->stable_node;
-		struct folio *kfolio;
-		struct page *kpage;
-		int err;
-
 		if (!upm_entry_matches(e, up->hash, p->domain))
 			continue;
-		/*
-		 * A stale node is freed here, and its entry with it. Take and
-		 * drop the folio lock, as stable_tree_search() does, so that a
-		 * migration in progress sees our reference and backs off.
-		 */
-		kfolio = ksm_get_folio(stable_node, KSM_GET_FOLIO_TRYLOCK);
-		if (IS_ERR(kfolio)) {
-			p->count[UPM_SKIPPED_BUSY]++;
-			return true;
-		}
-		if (!kfolio)
+		err = upm_merge_into(p, up, rmap_item, e->stable_node);
+		if (err == -ENOENT)
 			continue;
-		folio_unlock(kfolio);
-		kpage = folio_page(kfolio, 0);
-		if (!ksm_stable_node_can_share(stable_node)) {
-			folio_put(kfolio);
-			continue;
-		}
-		/*
-		 * ksm_merge_page() compares the pages in full once ours
-		 * is write-protected; only a refused merge needs a second look,
-		 * to tell a hash collision from a busy page.
-		 */
-		err = ksm_merge_page(rmap_item, up->page, kpage);
-		if (err && !pages_identical(up->page, kpage)) {
-			bool zero, changed;
-
-			changed = upm_hash_page(up->page, &zero) != up->hash;
-			folio_put(kfolio);
-			if (changed) {
-				/* Written to since it was hashed */
-				p->count[UPM_SKIPPED_BUSY]++;
-				return true;
-			}
+		if (err == -EILSEQ && !upm_page_changed(up)) {
 			p->count[UPM_HASH_COLLISIONS]++;
 			continue;
 		}
-		if (!err) {
-			/* Our reference keeps stable_node on this folio. */
-			folio_lock(kfolio);
-			ksm_stable_node_append(rmap_item, stable_node);
-			folio_unlock(kfolio);
-			p->mm->upm_merged_pages++;
-		}
-		folio_put(kfolio);
-		p->count[err ? UPM_SKIPPED_BUSY : UPM_PAGES_MERGED]++;
+		/* Busy, or written to since it was hashed */
+		if (err)
+			p->count[UPM_SKIPPED_BUSY]++;
 		return true;
 	}
 	return false;
 }
 
 /*
- * A fresh frame holding a copy of @page, ready to replace it as a KSM page
- * (ksm_merge_page() compares both once @page is write-protected, so
- * a write racing with the copy only makes that merge fail). It is charged
- * to the memory cgroup of @mm, as the page it replaces was. *@hash is the
- * hash of the copy: of what is shared if the merge succeeds.
+ * A fresh frame to share the content of @page, in @page's NUMA node,
+ * charged to the memory cgroup of @mm as the page it replaces was. It is
+ * filled once @page is write-protected (ksm_merge_into_copy()), and comes
+ * locked, so that nothing that finds it on the LRU meanwhile (reclaim,
+ * migration) touches it before it holds its content and stable node.
  */
-static struct folio *upm_alloc_frame(struct mm_struct *mm, struct page *page,
-				     u64 *hash)
+static struct folio *upm_alloc_frame(struct mm_struct *mm, struct page *page)
 {
-	bool zero;
-
 	struct folio *folio;
 
 	/* A hint: never reclaim hard or OOM-kill for it, fail and count it */
@@ -620,9 +651,7 @@ static struct folio *upm_alloc_frame(struct mm_struct *mm, struct page *page,
 		folio_put(folio);
 		return NULL;
 	}
-	copy_highpage(folio_page(folio, 0), page);
-	*hash = upm_hash_page(folio_page(folio, 0), &zero);
-	__folio_mark_uptodate(folio);
+	__folio_set_locked(folio);
 	__folio_set_swapbacked(folio);
 	folio_set_dirty(folio);
 	ksm_prepare_kfolio(folio);
@@ -645,23 +674,28 @@ static struct mem_cgroup *upm_charge_nobody(void)
 }
 
 /*
- * Make @page, mapped at @rmap_item, a KSM page (with safe frames, a copy
- * replaces it) and enter it into the index with the hash of what it holds
- * once write-protected: the page of a candidate that an adviser's page
- * has just matched.
+ * Make @page, mapped at @rmap_item, a KSM page and enter it into the index
+ * with @hash: the page of a candidate that the adviser's page @expected,
+ * of that hash, has just matched. With @copy (safe frames), @page is
+ * write-protected, then compared with @expected while it is copied into
+ * a fresh frame that replaces it (ksm_merge_into_copy()); without, @page
+ * itself is write-protected and becomes the KSM page. Either way the
+ * adviser's merge compares its page with the KSM page in full once its own
+ * is write-protected. If both pages were written to alike since they were
+ * hashed, the entry's hash is stale: lookups then miss it, or find it and
+ * fail the full compare; nothing is ever merged on a hash alone.
  *
- * Return: 0, -EBUSY if the page could not be write-protected or changed,
- * -ESTALE if its copy does not hash to @hash (it changed since it was
- * compared), -ENOMEM if the metadata or the frame could not be allocated.
+ * Return: 0 with the new stable node in *@nodep; -EILSEQ if @page differs
+ * from @expected; -EBUSY if @page could not be write-protected; -ENOMEM if
+ * the metadata or the frame could not be allocated.
  */
 static int upm_publish(struct upm_pass *p, struct ksm_rmap_item *rmap_item,
-		       struct page *page, u64 hash)
+		       struct page *page, u64 hash, struct page *expected,
+		       bool copy, struct ksm_stable_node **nodep)
 {
 	struct ksm_stable_node *stable_node;
-	bool copy = READ_ONCE(upm_safe_frames);
 	struct folio *kfolio;
 	struct upm_entry *e;
-	bool zero;
 	int err;
 
 	e = kmem_cache_alloc(upm_entry_cache,
@@ -669,37 +703,24 @@ static int upm_publish(struct upm_pass *p, struct ksm_rmap_item *rmap_item,
 	if (!e)
 		return -ENOMEM;
 	if (copy) {
-		u64 expected = hash;
-
-		kfolio = upm_alloc_frame(rmap_item->mm, page, &hash);
+		kfolio = upm_alloc_frame(rmap_item->mm, page);
 		if (!kfolio) {
 			err = -ENOMEM;
 			goto out_entry;
 		}
-		/* Changed since compared: leave it writable, unshared */
-		if (hash != expected) {
-			err = -ESTALE;
-			goto out_folio;
-		}
-		err = ksm_merge_page(rmap_item, page,
-				     folio_page(kfolio, 0));
+		err = ksm_merge_into_copy(rmap_item, page, kfolio, expected);
 	} else {
 		err = ksm_merge_page(rmap_item, page, NULL);
 		kfolio = page_folio(page);
 		folio_get(kfolio);
-		/*
-		 * The page may have changed since it was hashed: key the entry
-		 * by what it holds now that it is write-protected.
-		 */
-		if (!err)
-			hash = upm_hash_page(page, &zero);
+		folio_lock(kfolio);
 	}
 	if (err) {
-		err = -EBUSY;
+		if (err != -EILSEQ)
+			err = -EBUSY;
 		goto out_folio;
 	}
 
-	folio_lock(kfolio);
 	if (p->domain) {
 		stable_node = ksm_stable_node_add(kfolio, false);
 	} else {
@@ -722,20 +743,22 @@ static int upm_publish(struct upm_pass *p, struct ksm_rmap_item *rmap_item,
 		upm_index_add(&upm_index, e);
 	}
 	folio_unlock(kfolio);
+	folio_put(kfolio);
 	if (!stable_node) {
 		/* Undo the write protection, as cmp_and_merge_page() does. */
 		ksm_break_cow(rmap_item);
 		err = -ENOMEM;
-		goto out_folio;
+		goto out_entry;
 	}
-	folio_put(kfolio);
 	if (copy)
 		p->count[UPM_PAGES_COPIED]++;
 	p->count[UPM_PAGES_STABLE_NEW]++;
 	rmap_item->mm->upm_stable_pages++;
+	*nodep = stable_node;
 	return 0;
 
 out_folio:
+	folio_unlock(kfolio);
 	folio_put(kfolio);
 out_entry:
 	kmem_cache_free(upm_entry_cache, e);
@@ -810,6 +833,15 @@ static void upm_candidate_drop(struct upm_pass *p, struct ksm_rmap_item *cand)
 	p->count[UPM_CANDIDATES_DROPPED]++;
 }
 
+/* Drop a page reference with the batch's (see &struct upm_pass.put) */
+static void upm_put_later(struct upm_pass *p, struct page *page)
+{
+	if (p->nr_put < ARRAY_SIZE(p->put))
+		p->put[p->nr_put++] = page;
+	else
+		put_page(page);
+}
+
 /* Is @page one of the batch's pages (on which the batch holds a reference)? */
 static bool upm_batch_holds(struct upm_pass *p, struct page *page)
 {
@@ -822,76 +854,148 @@ static bool upm_batch_holds(struct upm_pass *p, struct page *page)
 }
 
 /*
- * Is the candidate's range still advised to UPM? Under the domain policy,
- * a range advised MADV_UNMERGEABLE since (which clears VM_UPM) is no
- * longer UPM's to merge (upm_collect() checks the same for advisers).
+ * The page of a candidate, with a reference held, if it is still an
+ * anonymous page, neither a KSM page nor part of a large folio, in a range
+ * still advised (upm_vma_advised()). Takes the candidate's mmap_lock: we
+ * hold none (see the DOC comment).
  */
-static bool upm_candidate_advised(struct ksm_rmap_item *cand)
+static struct page *upm_candidate_page(struct ksm_rmap_item *cand)
 {
+	unsigned long addr = cand->address & PAGE_MASK;
 	struct mm_struct *mm = cand->mm;
 	struct vm_area_struct *vma;
-	bool advised;
+	struct page *page = NULL;
+	struct folio_walk fw;
+	struct folio *folio;
 
-	if (upm_merge_policy == UPM_POLICY_GLOBAL)
-		return true;
 	mmap_read_lock(mm);
-	vma = ksm_test_exit(mm) ? NULL :
-	      vma_lookup(mm, cand->address & PAGE_MASK);
-	advised = vma && (vma->vm_flags & VM_UPM);
+	vma = ksm_test_exit(mm) ? NULL : vma_lookup(mm, addr);
+	if (!vma || !upm_vma_advised(vma))
+		goto out;
+	folio = folio_walk_start(&fw, vma, addr, 0);
+	if (!folio)
+		goto out;
+	if (folio_test_anon(folio) && !folio_is_zone_device(folio) &&
+	    !folio_test_ksm(folio) && !folio_test_large(folio)) {
+		folio_get(folio);
+		page = fw.page;
+	}
+	folio_walk_end(&fw, vma);
+	if (page) {
+		flush_anon_page(vma, page, addr);
+		flush_dcache_page(page);
+	}
+out:
 	mmap_read_unlock(mm);
-	return advised;
+	return page;
 }
 
 /*
  * The adviser's page did not merge into the candidate's page that was just
- * made a KSM page for it (busy, or written to): give the candidate's owner
- * its page back, writable, as try_to_merge_two_pages() does with
- * break_cow(), so that no page nobody shares stays write-protected, and
- * make it a candidate again. The stable node goes stale; the next lookup
- * or prune frees it and its entry. If the node went stale already (the
- * page was unmapped meanwhile), ksm_remove_rmap_item() has nothing to do.
+ * made a KSM page for it (busy, held, or written to since): give the
+ * candidate's owner its page back, writable, as try_to_merge_two_pages()
+ * does with break_cow(), so that no page nobody shares stays
+ * write-protected. The stable node goes stale; the next lookup or prune
+ * frees it and its entry. If the node went stale already (the page was
+ * written to or unmapped meanwhile), ksm_remove_rmap_item() has nothing to
+ * do. A page that still holds what it was entered with becomes a candidate
+ * again; one that does not is dropped.
+ *
+ * Return: true if the candidate is still in UPM's hands: a candidate
+ * again, or, if there was no memory to unshare it, still shared.
  */
-static void upm_unpublish(struct upm_pass *p, struct ksm_rmap_item *cand,
-			  u64 hash)
+static bool upm_unpublish(struct upm_pass *p, struct ksm_rmap_item *cand,
+			  u64 hash, bool copy)
 {
+	bool unshared, same = false, zero;
 	struct page *page;
-	bool unshared;
 
 	/* The item stays in its node meanwhile: rmap still finds the page */
 	ksm_unshare(cand);
 	page = ksm_get_mergeable_page(cand);
-	unshared = page && !PageKsm(page);
+	unshared = !page || !PageKsm(page);
+	if (page && unshared)
+		same = upm_hash_page(page, &zero) == hash;
 	if (page)
 		put_page(page);
 	/* Still mapped as a KSM page (no memory to copy): keep its item */
 	if (!unshared)
-		return;
+		return true;
 	ksm_remove_rmap_item(cand);
 	cand->mm->upm_stable_pages--;
 	p->count[UPM_PAGES_STABLE_NEW]--;
+	if (copy)
+		p->count[UPM_PAGES_COPIED]--;
 	p->count[UPM_PUBLISHES_UNDONE]++;
+	if (!same) {
+		p->count[UPM_CANDIDATES_DROPPED]++;
+		return false;
+	}
 	/* It matched in this domain: p->domain is the candidate's too */
 	upm_candidate_add(p, cand, hash);
 	p->count[UPM_PAGES_CANDIDATE]--;
+	return true;
 }
 
 /*
- * Merge the page with a candidate of the same hash and domain: compare
- * them in full, make the candidate's page a KSM page (a fresh copy of it,
- * with safe frames), then merge ours into that. A candidate whose page is
- * gone or changed is dropped on the way.
+ * Does the batch hold a reference on @cpage, the page of @cand? Only a
+ * page mapped in the adviser's mm when it was collected can be one of
+ * the batch's: in @cand's mm too, it is mapped twice (since a fork) or
+ * @cand is the adviser's. A wrong "no" is safe: the extra reference then
+ * only makes the write protection fail.
+ */
+static bool upm_holds_candidate(struct upm_pass *p, struct ksm_rmap_item *cand,
+				struct page *cpage)
+{
+	if (cand->mm != p->mm && folio_mapcount(page_folio(cpage)) < 2)
+		return false;
+	return upm_batch_holds(p, cpage);
+}
+
+/*
+ * The candidate's page differs from the adviser's: tell a changed
+ * candidate (dropped) from a changed adviser's page and from a hash
+ * collision, by hashing both again. Rare: only then are pages hashed twice.
+ *
+ * Return: true if the adviser's page changed (the lookup ends there).
+ */
+static bool upm_candidate_differs(struct upm_pass *p, struct upm_page *up,
+				  struct ksm_rmap_item *cand,
+				  struct page *cpage)
+{
+	bool zero;
+
+	if (upm_hash_page(cpage, &zero) != up->hash) {
+		upm_candidate_drop(p, cand);
+		return false;
+	}
+	if (upm_page_changed(up)) {
+		p->count[UPM_SKIPPED_BUSY]++;
+		return true;
+	}
+	p->count[UPM_HASH_COLLISIONS]++;
+	return false;
+}
+
+/*
+ * Merge the page with a candidate of the same hash and domain: make the
+ * candidate's page a KSM page (a copy of it, compared with ours as it is
+ * copied, with safe frames), then merge ours into that, which compares the
+ * two in full once ours is write-protected. A candidate whose page is gone
+ * or changed is dropped on the way.
  *
  * Return: true if a twin was found (merged, or the merge was refused).
  */
 static bool upm_merge_with_candidate(struct upm_pass *p, struct upm_page *up,
 				     struct ksm_rmap_item *rmap_item)
 {
+	bool copy = READ_ONCE(upm_safe_frames);
+	struct ksm_stable_node *stable_node;
 	struct ksm_rmap_item *cand;
 	struct hlist_head *bucket;
 	struct hlist_node *tmp;
-	bool zero, held, found;
-	unsigned long merged;
 	struct page *cpage;
+	bool held, stop;
 	int err;
 
 	bucket = upm_index_bucket(&upm_candidates, up->hash, p->domain);
@@ -900,17 +1004,10 @@ static bool upm_merge_with_candidate(struct upm_pass *p, struct upm_page *up,
 		    upm_candidate_domain(cand) != p->domain ||
 		    WARN_ON_ONCE(cand == rmap_item))
 			continue;
-		if (!upm_candidate_current(cand) ||
-		    !upm_candidate_advised(cand)) {
-			upm_candidate_drop(p, cand);
-			continue;
-		}
-		/* Takes the candidate's mmap_lock: we hold none (see DOC) */
-		cpage = ksm_get_mergeable_page(cand);
-		if (!cpage || PageKsm(cpage)) {
-			/* Unmapped, its mm exited, or it is shared already */
-			if (cpage)
-				put_page(cpage);
+		cpage = upm_candidate_current(cand) ?
+			upm_candidate_page(cand) : NULL;
+		if (!cpage) {
+			/* Unmapped, unadvised, its mm exited, or shared */
 			upm_candidate_drop(p, cand);
 			continue;
 		}
@@ -924,42 +1021,46 @@ static bool upm_merge_with_candidate(struct upm_pass *p, struct upm_page *up,
 			p->count[UPM_SKIPPED_KSM]++;
 			return true;
 		}
-		/* Unlocked, as ksmd does: a cheap test before write-protect */
-		if (!pages_identical(up->page, cpage)) {
-			bool collision;
-
-			collision = upm_hash_page(cpage, &zero) == up->hash;
-
-			put_page(cpage);
-			if (collision) {
-				p->count[UPM_HASH_COLLISIONS]++;
-				continue;
-			}
-			/* Written to since it was advised */
-			upm_candidate_drop(p, cand);
-			continue;
-		}
+		/*
+		 * Without a copy, nothing compares the pages before the
+		 * candidate's is made a KSM page: compare them unlocked first,
+		 * as ksmd does, so that a changed candidate is not frozen.
+		 */
+		err = 0;
+		if (!copy && !pages_identical(up->page, cpage))
+			err = -EILSEQ;
 		/*
 		 * write_protect_page() allows one reference besides the
 		 * mappings: for a page of this batch (a duplicate within the
 		 * range, or a page shared since a fork), the batch's.
 		 */
-		held = upm_batch_holds(p, cpage);
+		held = upm_holds_candidate(p, cand, cpage);
 		if (held)
 			put_page(cpage);
-		err = upm_publish(p, cand, cpage, up->hash);
-		if (!held)
+		if (!err)
+			err = upm_publish(p, cand, cpage, up->hash, up->page,
+					  copy, &stable_node);
+		stop = err == -EILSEQ &&
+		       upm_candidate_differs(p, up, cand, cpage);
+		/* A page replaced and mapped nowhere else is freed later */
+		if (!held && !err && !page_mapped(cpage))
+			upm_put_later(p, cpage);
+		else if (!held)
 			put_page(cpage);
-		if (err == -ESTALE)
-			upm_candidate_drop(p, cand);
-		/* Busy or no memory: try the next, or become a candidate */
+		if (stop)
+			return true;
+		/* Busy, no memory or different: try the next */
 		if (err)
 			continue;
-		merged = p->count[UPM_PAGES_MERGED];
-		found = upm_merge_with_twin(p, up, rmap_item);
-		if (p->count[UPM_PAGES_MERGED] == merged)
-			upm_unpublish(p, cand, up->hash);
-		return found;
+		err = upm_merge_into(p, up, rmap_item, stable_node);
+		if (!err)
+			return true;
+		/* Gone, or written to since it was compared: try the next */
+		if (!upm_unpublish(p, cand, up->hash, copy))
+			continue;
+		/* Busy, or ours was written to since it was compared */
+		p->count[UPM_SKIPPED_BUSY]++;
+		return true;
 	}
 	return false;
 }
@@ -1141,7 +1242,10 @@ int upm_merge_range(struct mm_struct *mm, struct task_struct *owner,
 		if (p->nr)
 			err = upm_merge_batch(p);
 		for (i = 0; i < p->nr; i++)
-			put_page(p->batch[i].page);
+			upm_put_later(p, p->batch[i].page);
+		/* Frees the pages that merges replaced, in one go */
+		release_pages(p->put, p->nr_put);
+		p->nr_put = 0;
 		if (err)
 			break;
 		/* Put the batch's new frames on the LRU for reclaim */

@@ -5,7 +5,12 @@
 # runs it in the guest (MEM=8G by default: the scaling benchmark maps
 # 2 GiB), then writes build/bench/results.json and prints the table.
 # BENCHES="throughput scaling" runs a subset; UPM_BENCH_* variables
-# (see the top of upm_bench.c) change sizes and caps.
+# (see the top of upm_bench.c) change sizes and caps. PROFILE=1 samples
+# the guest's CPUs with perf (cpu-clock, call graphs) during the run and
+# writes where the benchmark's processes spent their time to profile.txt
+# in the run's directory: time in each function and its callees, then in
+# each function alone, as shares of the processes' samples (perf.data is
+# kept beside it; perf slows the guest: keep such a run's figures apart).
 set -uo pipefail
 . "$(dirname "$0")/common.sh"
 export FLAVOUR=release
@@ -24,10 +29,25 @@ info "host load average before: $load0 ($(nproc) host cores, shared)"
 # UPM_BENCH_* settings reach the guest through the job script.
 envs=
 for v in ${!UPM_BENCH_@}; do envs+=$(printf 'export %s=%q; ' "$v" "${!v}"); done
+bench="$BUILD/tools/upm_bench -o \$UPM_OUT/records.jsonl ${BENCHES:-all}"
+report=true
+if [ "${PROFILE:-0}" = 1 ]; then
+	command -v perf >/dev/null || die "PROFILE=1 needs perf ('make deps')"
+	bench="perf record -q -a -g -e cpu-clock -F 1000 \
+		-o \$UPM_OUT/perf.data -- $bench"
+	report=
+	for mode in --children --no-children; do
+		report+="perf report -i \$UPM_OUT/perf.data --comm upm_bench \
+			$mode --sort sym -g none --percentage relative \
+			--percent-limit 0.5 --stdio >> \$UPM_OUT/profile.txt \
+			2>&1; "
+	done
+	report+=true
+fi
 OUT=$run "$TOP"/scripts/vm.sh "$envs uname -r > \$UPM_OUT/uname; \
 cat /sys/devices/system/clocksource/clocksource0/current_clocksource \
 	> \$UPM_OUT/clocksource; \
-$BUILD/tools/upm_bench -o \$UPM_OUT/records.jsonl ${BENCHES:-all}; rc=\$?; \
+$bench; rc=\$?; $report; \
 (cd /sys/kernel/mm/upm && grep . *) > \$UPM_OUT/upm-sysfs.txt; exit \$rc"
 rc=$?
 load1=$(cut -d' ' -f1-3 /proc/loadavg)

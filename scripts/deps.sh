@@ -7,7 +7,7 @@ set -euo pipefail
 PKGS=(linux-source-6.12 qemu-system-x86 busybox-static build-essential
       gcc make flex bison bc libelf-dev libssl-dev cpio ccache xz-utils
       rsync kmod python3 python3-numpy gnuplot-nox sparse perl file
-      stress-ng libnuma-dev liburing-dev)
+      stress-ng libnuma-dev liburing-dev linux-perf)
 
 mkdir -p "$BUILD"
 missing=()

@@ -5,7 +5,8 @@
 # virtio-9p. Exits with CMD's status; fails if the kernel log has any
 # BUG, WARNING, KASAN, lockdep, Oops, soft lockup or hung task report.
 # Environment: FLAVOUR (debug), MEM (4G), CPUS (2), TIMEOUT (seconds,
-# 1800), ACCEL (auto, kvm or tcg), NUMA (nodes, 1), APPEND (extra cmdline).
+# 1800), ACCEL (auto, kvm or tcg), NUMA (nodes, 1), APPEND (extra cmdline),
+# KERNEL (a bzImage to boot instead of FLAVOUR's, e.g. to compare two).
 set -uo pipefail
 . "$(dirname "$0")/common.sh"
 
@@ -18,8 +19,8 @@ MEM=${MEM:-4G}
 CPUS=${CPUS:-2}
 TIMEOUT=${TIMEOUT:-1800}
 NUMA=${NUMA:-1}
-kernel=$(objdir "$FLAVOUR")/arch/x86/boot/bzImage
-[ -f "$kernel" ] || die "no $FLAVOUR kernel at $kernel; run 'make kernel FLAVOUR=$FLAVOUR'"
+kernel=${KERNEL:-$(objdir "$FLAVOUR")/arch/x86/boot/bzImage}
+[ -f "$kernel" ] || die "no kernel at $kernel; run 'make kernel FLAVOUR=$FLAVOUR'"
 command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing; run 'make deps'"
 
 # The initramfs: static busybox and our init, rebuilt when they change.

@@ -141,19 +141,33 @@ TEST_F(upm, distinct_content_not_merged)
 	EXPECT_EQ(0, peer_mismatches(&self->twin));
 }
 
-/* A candidate written to after its advice is not merged, and is dropped. */
+/*
+ * A candidate written to after its advice is not merged, and is dropped:
+ * it is compared before it becomes a KSM page, so it keeps its frame (no
+ * copy replaces it, no publish is undone), and it is not counted as a
+ * hash collision.
+ */
 TEST_F(upm, changed_candidate_not_merged)
 {
-	long merged, dropped;
+	long merged, dropped, undone, collisions;
+	unsigned long pfn[NPAGES];
 
 	fill(self->mem, NPAGES, 30);
 	ASSERT_EQ(0, madvise(self->mem, NPAGES * psize(), MADV_UPM_MERGEABLE));
 	fill(self->mem, NPAGES, 31);
+	for (int i = 0; i < NPAGES; i++)
+		pfn[i] = pfn_of(self->mem + i * psize());
 	merged = upm_counter("pages_merged");
 	dropped = upm_counter("candidates_dropped");
+	undone = upm_counter("publishes_undone");
+	collisions = upm_counter("hash_collisions");
 	start_twin(self, 30);
 	EXPECT_EQ(0, upm_counter("pages_merged") - merged);
 	EXPECT_EQ(NPAGES, upm_counter("candidates_dropped") - dropped);
+	EXPECT_EQ(0, upm_counter("publishes_undone") - undone);
+	EXPECT_EQ(0, upm_counter("hash_collisions") - collisions);
+	for (int i = 0; i < NPAGES; i++)
+		EXPECT_EQ(pfn[i], pfn_of(self->mem + i * psize()));
 	EXPECT_EQ(0, count_shared_with_twin(self));
 	for (int i = 0; i < NPAGES; i++)
 		EXPECT_FALSE(is_ksm(self->mem + i * psize()));
