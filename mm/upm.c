@@ -82,9 +82,11 @@
  *    final compare. Without safe frames, the two pages are compared
  *    unlocked, as ksmd does, and the candidate's page itself is
  *    write-protected. A candidate whose page is gone or changed is dropped
- *    when it is looked up. If the adviser's merge then fails (its page is
- *    busy, or was written to), the candidate's owner gets its page back,
- *    writable (upm_unpublish()).
+ *    when it is looked up (a changed one found so once write-protected
+ *    stays so, as after a failed merge in ksmd: its next write reuses it).
+ *    If the adviser's merge then fails (its page is busy, or was written
+ *    to), the candidate's owner gets its page back, writable
+ *    (upm_unpublish()).
  * 6. A page with no match at all becomes a candidate itself.
  *
  * So a unique page costs a hash and its rmap_item, and stays writable: its
@@ -674,6 +676,26 @@ static struct mem_cgroup *upm_charge_nobody(void)
 }
 
 /*
+ * Enter the adviser's page as a candidate: it stays writable, and only
+ * its rmap_item (which KSM keeps in the mm's rmap_list anyway) is linked
+ * into the index, keyed by its hash and domain.
+ */
+static void upm_candidate_add(struct upm_pass *p,
+			      struct ksm_rmap_item *rmap_item, u64 hash)
+{
+	/* Its fields share unions with those of KSM's trees: leave them */
+	ksm_remove_rmap_item(rmap_item);
+	rmap_item->upm_hash = hash;
+	rmap_item->oldchecksum = lower_32_bits(p->domain);
+	rmap_item->upm_user_ns = p->user_ns ? get_user_ns(p->user_ns) : NULL;
+	rmap_item->address |= UPM_CANDIDATE_FLAG;
+	hlist_add_head(&rmap_item->upm_node,
+		       upm_index_bucket(&upm_candidates, hash, p->domain));
+	upm_candidates.nr_entries++;
+	p->count[UPM_PAGES_CANDIDATE]++;
+}
+
+/*
  * Make @page, mapped at @rmap_item, a KSM page and enter it into the index
  * with @hash: the page of a candidate that the adviser's page @expected,
  * of that hash, has just matched. With @copy (safe frames), @page is
@@ -681,9 +703,11 @@ static struct mem_cgroup *upm_charge_nobody(void)
  * a fresh frame that replaces it (ksm_merge_into_copy()); without, @page
  * itself is write-protected and becomes the KSM page. Either way the
  * adviser's merge compares its page with the KSM page in full once its own
- * is write-protected. If both pages were written to alike since they were
- * hashed, the entry's hash is stale: lookups then miss it, or find it and
- * fail the full compare; nothing is ever merged on a hash alone.
+ * is write-protected. The page is not hashed again: if both pages were
+ * written to alike since they were hashed (racing writers on both sides),
+ * the entry's hash is stale, and lookups miss it, or find it and fail the
+ * full compare (counted as a hash collision). Nothing is ever merged on a
+ * hash alone.
  *
  * Return: 0 with the new stable node in *@nodep; -EILSEQ if @page differs
  * from @expected; -EBUSY if @page could not be write-protected; -ENOMEM if
@@ -710,7 +734,12 @@ static int upm_publish(struct upm_pass *p, struct ksm_rmap_item *rmap_item,
 		}
 		err = ksm_merge_into_copy(rmap_item, page, kfolio, expected);
 	} else {
+		/* Fails rather than waits for the page lock, as ksmd does */
 		err = ksm_merge_page(rmap_item, page, NULL);
+		if (err) {
+			err = -EBUSY;
+			goto out_entry;
+		}
 		kfolio = page_folio(page);
 		folio_get(kfolio);
 		folio_lock(kfolio);
@@ -747,6 +776,9 @@ static int upm_publish(struct upm_pass *p, struct ksm_rmap_item *rmap_item,
 	if (!stable_node) {
 		/* Undo the write protection, as cmp_and_merge_page() does. */
 		ksm_break_cow(rmap_item);
+		/* It left the index when it was merged: enter it again */
+		upm_candidate_add(p, rmap_item, hash);
+		p->count[UPM_PAGES_CANDIDATE]--;
 		err = -ENOMEM;
 		goto out_entry;
 	}
@@ -772,26 +804,6 @@ static u64 upm_candidate_domain(struct ksm_rmap_item *cand)
 		return ((u64)cand->upm_user_ns->ns.inum << 32) |
 		       cand->oldchecksum;
 	return cand->oldchecksum;
-}
-
-/*
- * Enter the adviser's page as a candidate: it stays writable, and only
- * its rmap_item (which KSM keeps in the mm's rmap_list anyway) is linked
- * into the index, keyed by its hash and domain.
- */
-static void upm_candidate_add(struct upm_pass *p,
-			      struct ksm_rmap_item *rmap_item, u64 hash)
-{
-	/* Its fields share unions with those of KSM's trees: leave them */
-	ksm_remove_rmap_item(rmap_item);
-	rmap_item->upm_hash = hash;
-	rmap_item->oldchecksum = lower_32_bits(p->domain);
-	rmap_item->upm_user_ns = p->user_ns ? get_user_ns(p->user_ns) : NULL;
-	rmap_item->address |= UPM_CANDIDATE_FLAG;
-	hlist_add_head(&rmap_item->upm_node,
-		       upm_index_bucket(&upm_candidates, hash, p->domain));
-	upm_candidates.nr_entries++;
-	p->count[UPM_PAGES_CANDIDATE]++;
 }
 
 /**
@@ -855,9 +867,11 @@ static bool upm_batch_holds(struct upm_pass *p, struct page *page)
 
 /*
  * The page of a candidate, with a reference held, if it is still an
- * anonymous page, neither a KSM page nor part of a large folio, in a range
- * still advised (upm_vma_advised()). Takes the candidate's mmap_lock: we
- * hold none (see the DOC comment).
+ * anonymous page, neither a KSM page nor part of a large folio (khugepaged
+ * may have collapsed it since: the candidate is dropped, and the range is
+ * merged again when it is advised again), in a range still advised
+ * (upm_vma_advised()). Takes the candidate's mmap_lock: we hold none (see
+ * the DOC comment).
  */
 static struct page *upm_candidate_page(struct ksm_rmap_item *cand)
 {
@@ -940,9 +954,12 @@ static bool upm_unpublish(struct upm_pass *p, struct ksm_rmap_item *cand,
 /*
  * Does the batch hold a reference on @cpage, the page of @cand? Only a
  * page mapped in the adviser's mm when it was collected can be one of
- * the batch's: in @cand's mm too, it is mapped twice (since a fork) or
- * @cand is the adviser's. A wrong "no" is safe: the extra reference then
- * only makes the write protection fail.
+ * the batch's: mapped in @cand's mm too, it is usually mapped twice
+ * (shared since a fork), or @cand is the adviser's. A wrong "no" is
+ * possible (the adviser's mapping went since: written to, unmapped, or
+ * merged earlier in the batch) and safe: the extra reference only makes
+ * the write protection fail, and the merge is skipped. A wrong "yes" is
+ * not: the batch's references last until the batch is done.
  */
 static bool upm_holds_candidate(struct upm_pass *p, struct ksm_rmap_item *cand,
 				struct page *cpage)

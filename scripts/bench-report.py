@@ -120,7 +120,8 @@ def main():
     print("UPM benchmarks, %s kernel, %s, %s CPUs, %s; %s" % (
         run.get("flavour"), run.get("guest"), run.get("guest_cpus"),
         run.get("guest_mem"), run.get("date")))
-    print("guest clocksource: %s" % run.get("clocksource"))
+    print("guest clocksource: %s; times: %s" % (
+        run.get("clocksource"), run.get("timing", "wall")))
     print("host load average before/after: %s / %s (%s cores)" % (
         run.get("host_load_before"), run.get("host_load_after"),
         run.get("host_cores")))

@@ -11,6 +11,10 @@
 # in the run's directory: time in each function and its callees, then in
 # each function alone, as shares of the processes' samples (perf.data is
 # kept beside it; perf slows the guest: keep such a run's figures apart).
+# ICOUNT=1 runs the guest with QEMU's -icount (see vm.sh): every time is
+# then a count of guest instructions, 1 ns each, the same from run to run
+# on a busy host, but two guest CPUs working at once take as long as one
+# doing both in turn, so concurrency figures mean nothing there.
 set -uo pipefail
 . "$(dirname "$0")/common.sh"
 export FLAVOUR=release
@@ -59,6 +63,7 @@ python3 "$TOP"/scripts/bench-report.py "$run/records.jsonl" \
 	clocksource="$(cat "$run/clocksource" 2>/dev/null)" \
 	flavour=release guest="QEMU TCG (emulated)" guest_mem="$MEM" \
 	guest_cpus="$CPUS" host_cores="$(nproc)" \
+	timing="$([ "${ICOUNT:-0}" = 1 ] && echo "icount (1 ns per guest instruction)" || echo wall)" \
 	host_load_before="$load0" host_load_after="$load1" \
 	benches="${BENCHES:-all}" \
 	complete="$([ $rc = 0 ] && echo yes || echo no)" ||

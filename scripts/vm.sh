@@ -6,7 +6,8 @@
 # BUG, WARNING, KASAN, lockdep, Oops, soft lockup or hung task report.
 # Environment: FLAVOUR (debug), MEM (4G), CPUS (2), TIMEOUT (seconds,
 # 1800), ACCEL (auto, kvm or tcg), NUMA (nodes, 1), APPEND (extra cmdline),
-# KERNEL (a bzImage to boot instead of FLAVOUR's, e.g. to compare two).
+# KERNEL (a bzImage to boot instead of FLAVOUR's, e.g. to compare two),
+# ICOUNT=1 (guest time counts instructions, 1 ns each: see below).
 set -uo pipefail
 . "$(dirname "$0")/common.sh"
 
@@ -55,6 +56,14 @@ accel() {
 }
 acc=$(accel)
 if [ "$acc" = kvm ]; then cpu=(-accel kvm -cpu host); else cpu=(-accel tcg,thread=multi -cpu max); fi
+# ICOUNT=1: the guest's clocks advance by 1 ns per instruction it runs, on
+# all its CPUs together (one host thread runs them in turn), and jump over
+# idle time: times are instruction counts, the same on a loaded host or an
+# idle one, but CPUs working at once do not take less time than in turn.
+if [ "${ICOUNT:-0}" = 1 ]; then
+	[ "$acc" = tcg ] || die "ICOUNT=1 needs TCG (ACCEL=tcg)"
+	cpu=(-accel tcg -icount shift=0,sleep=off -cpu max)
+fi
 
 job=$(mktemp -d "$BUILD/vm-job.XXXXXX")
 log=$BUILD/vm-console.log
@@ -89,8 +98,9 @@ if [ ! -s "$tsc" ]; then
 	gcc -O2 -o "$BUILD/tsc-khz.bin" "$TOP/scripts/tsc-khz.c" &&
 		"$BUILD/tsc-khz.bin" > "$tsc" || rm -f "$tsc"
 fi
-case " ${APPEND:-} " in
-*" tsc_early_khz="*) ;;
+# With ICOUNT=1 the TSC counts instructions: the guest calibrates it.
+case " ${APPEND:-} ${ICOUNT:-0}" in
+*" tsc_early_khz="* | *" 1") ;;
 *) [ -s "$tsc" ] && APPEND="${APPEND:-} tsc_early_khz=$(cat "$tsc")" ;;
 esac
 # Under TCG a loaded host can stall a vCPU thread for tens of seconds
