@@ -45,4 +45,5 @@ $py "$TOP/tools/upm/density/report.py" "$out/density.json" "$out/density.png" ||
 	"the results may be partial"
 echo "Results (JSON, schema in tools/upm/density/README): $out/density.json"
 echo "Plot: $out/density.png"
+t=$out/density-timeline.png; [ -f "$t" ] && echo "Timeline plot: $t"
 exit "$rc"

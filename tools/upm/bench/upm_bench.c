@@ -1094,50 +1094,56 @@ static void bench_content_mix(void)
 
 /* ---- 5. concurrency ---- */
 
+/*
+ * 1, 2 and 16 processes, each with its own copy of an advised reference,
+ * advise it at the same moment (median of REPS): aggregate throughput
+ * against one adviser. Every adviser merges into the reference's pages.
+ */
 static void bench_concurrency(void)
 {
 	size_t size = env_long("UPM_BENCH_CONC_MIB", 128) * MIB;
+	static const int counts[] = { 1, 2, 16 };
 	struct fill f = copy_of_template(size);
-	struct worker r, w[2];
-	double t1, t2, t1r[REPS], t2r[REPS];
+	double one = 0, tr[REPS];
+	struct worker r, w[16];
 
 	fprintf(stderr, "== 5. concurrency: %zu MiB copies of an advised",
 		size / MIB);
-	fputs(" reference, advised by 1 then 2 processes at once\n", stderr);
+	fputs(" reference, advised by 1, 2 and 16 processes at once\n", stderr);
 	reset();
 	r = spawn(&f);
 	run1(&r, 'u');
-	for (int k = 0; k < REPS; k++) {
-		w[0] = spawn(&f);
-		t1r[k] = run1(&w[0], 'u');
-		quit(w, 1);
-		w[0] = spawn(&f);
-		w[1] = spawn(&f);
-		t2r[k] = run_all(w, 2, 'u');
-		quit(w, 2);
+	for (size_t c = 0; c < ARRAY_SIZE(counts); c++) {
+		int n = counts[c];
+		double t, agg;
+
+		for (int k = 0; k < REPS; k++) {
+			for (int i = 0; i < n; i++)
+				w[i] = spawn(&f);
+			tr[k] = run_all(w, n, 'u');
+			quit(w, n);
+		}
+		t = median(tr, REPS);
+		agg = n * size / MIB / t;
+		if (n == 1)
+			one = agg;
+		rec_begin("concurrency", "upm");
+		rec_int("instances", n);
+		rec_int("memory_bytes", n * size);
+		rec_int("repetitions", REPS);
+		rec_num("seconds", t);
+		rec_num("mib_per_s", agg);
+		if (n > 1)
+			rec_num("vs_one_adviser", agg / one);
+		rec_end();
+		note("%2d adviser(s) at once: %.0f MiB/s aggregate (%.2fx one)",
+		     n, agg, agg / one);
+		if (n == 2)
+			rec_target("concurrency", "two_advisers_vs_one", "x",
+				   agg / one, 1, 1.7, 0);
 	}
 	quit(&r, 1);
 	reset();
-	t1 = median(t1r, REPS);
-	t2 = median(t2r, REPS);
-	rec_begin("concurrency", "upm");
-	rec_int("instances", 1);
-	rec_int("memory_bytes", size);
-	rec_int("repetitions", REPS);
-	rec_num("seconds", t1);
-	rec_num("mib_per_s", size / MIB / t1);
-	rec_end();
-	rec_begin("concurrency", "upm");
-	rec_int("instances", 2);
-	rec_int("memory_bytes", 2 * size);
-	rec_int("repetitions", REPS);
-	rec_num("seconds", t2);
-	rec_num("mib_per_s", 2 * size / MIB / t2);
-	rec_num("vs_one_adviser", (2 * size / t2) / (size / t1));
-	rec_end();
-	note("one adviser %.0f MiB/s, two at once %.0f MiB/s aggregate",
-	     size / MIB / t1, 2 * size / MIB / t2);
-	note("  (%.2fx)", (2 * size / t2) / (size / t1));
 }
 
 /* ---- 6. first write ---- */

@@ -19,6 +19,10 @@ are ready, the memory is polled every POLL seconds until KSM's saving reaches
 comes first; the memory reported is the one at that moment. Where UPM
 saved under 1% (a single instance) KSM gets no wait.
 
+From the start of the instances until the point's measurement ends, a
+thread samples the sum of the instances' memory.current every SAMPLE
+seconds (the point's "timeline").
+
 Writes RESULTS (JSON, schema in tools/upm/density/README) and prints each
 step. Usage: density.py MODEL_DIR RESULTS [--counts 1,2,4,8,16]
 [--ksm-counts 4,16] [--ksm-cap 120]
@@ -32,6 +36,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 try:
@@ -45,6 +50,7 @@ CG = "/sys/fs/cgroup/upm-density"
 STATUS = "/run/upm-density"
 KSM = "/sys/kernel/mm/ksm/"
 POLL = 2.0
+SAMPLE = 0.5        # seconds between two samples of a point's timeline
 TARGET = 0.95       # fraction of UPM's saving KSM must reach
 TICK = os.sysconf("SC_CLK_TCK")
 WORKLOAD = ("python3 + numpy function; model of 4 float32 matrices of "
@@ -183,6 +189,50 @@ class Point:
                 log("warning: cannot remove %s: %s" % (cg, e.strerror))
 
 
+class Sampler:
+    """Sum of memory.current of cgroups, every SAMPLE s, in a thread.
+
+    samples: [[seconds since t0, bytes], ...]; a cgroup that is gone
+    counts 0. The thread sleeps between samples (the guest has 2 CPUs; a
+    busy poller would slow down what is measured).
+    """
+
+    def __init__(self, cgroups, t0):
+        self.cgroups, self.t0, self.samples = cgroups, t0, []
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def sample(self):
+        total = 0
+        for cg in self.cgroups:
+            try:
+                total += int(read(cg + "/memory.current"))
+            except (OSError, ValueError):
+                pass
+        self.samples.append([round(time.monotonic() - self.t0, 2), total])
+
+    def run(self):
+        while True:
+            self.sample()
+            # until the next multiple of SAMPLE since t0: no drift
+            if self.done.wait(SAMPLE - (time.monotonic() - self.t0) % SAMPLE):
+                break
+        self.sample()       # the last one: the end of the measurement
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self):
+        """Stop and wait for the thread; once done, a no-op."""
+        self.done.set()
+        if self.thread.is_alive():
+            self.thread.join()
+
+
+def mean(xs):
+    return sum(xs) / len(xs)
+
+
 def run_point(mode, n, model, upm_mem, cap):
     reset()
     avail0 = meminfo("MemAvailable")
@@ -193,17 +243,32 @@ def run_point(mode, n, model, upm_mem, cap):
     cpu0 = ksmd_cpu()
     upm0 = int(read("/sys/kernel/mm/upm/time_ns"))
     pt = Point(mode, n, model)
-    t0 = time.monotonic()
+    t0, wall0 = time.monotonic(), time.time()
     pt.start()
+    # the timeline starts after the spawns: Point.start() forks with a
+    # preexec_fn, which is not safe while another thread runs
+    sampler = Sampler(pt.cgroups, t0)
+    sampler.start()
     try:
         st = pt.wait_ready()
         t_ready = time.monotonic()
+        ready = [s["ready_s"] for s in st]
+        advise = [s["advise_s"] for s in st]
         rec = {"mode": mode, "instances": n,
                "startup_s": round(t_ready - t0, 2),
-               "advise_s_total": round(sum(s["advise_s"] for s in st), 4),
-               "advise_s_max": round(max(s["advise_s"] for s in st), 4),
+               "advise_s_total": round(sum(advise), 4),
+               "advise_s_max": round(max(advise), 4),
                "advised_bytes": sum(s["advised_bytes"] for s in st),
-               "weights_bytes": st[0]["weights_bytes"]}
+               "weights_bytes": st[0]["weights_bytes"],
+               "advise_cpu_s_total": round(
+                   sum(s["advise_cpu_s"] for s in st), 4),
+               "ready_s_mean": round(mean(ready), 3),
+               "ready_s_max": round(max(ready), 3),
+               "advise_share_percent": round(
+                   100 * mean(advise) / mean(ready), 2),
+               # the instances' wall clock against the driver's
+               "all_ready_s": round(
+                   max(s["ready_at"] for s in st) - wall0, 2)}
         if mode.startswith("ksm"):
             target = upm_mem.get(n)
             reached = None
@@ -233,10 +298,28 @@ def run_point(mode, n, model, upm_mem, cap):
         rec["upm_pages_merged"] = int(read("/sys/kernel/mm/upm/pages_merged"))
         rec["upm_time_s"] = round(
             (int(read("/sys/kernel/mm/upm/time_ns")) - upm0) / 1e9, 3)
+        sampler.stop()      # the measurement ends here, before the kill
+        rec["timeline"] = sampler.samples
     finally:
+        sampler.stop()
         pt.stop()
     rec["memory_per_instance_bytes"] = rec["memory_bytes"] // n
     return rec
+
+
+def add_saved(rec, base):
+    """saved_bytes and cpu_s_per_gib_saved against "none" (base bytes)."""
+    saved = None if base is None else base - rec["memory_bytes"]
+    rec["saved_bytes"] = saved
+    cost = None
+    if saved is not None and saved > 0 and saved >= base / 100:
+        # the CPU the merging took: the advise (UPM merges in madvise)
+        # or ksmd (KSM's advise only marks the ranges)
+        cpu = (rec["advise_cpu_s_total"] if rec["mode"] == "upm" else
+               rec["ksmd_cpu_s"] if rec["mode"].startswith("ksm") else None)
+        if cpu is not None:
+            cost = round(cpu / (saved / 2**30), 3)
+    rec["cpu_s_per_gib_saved"] = cost
 
 
 def main():
@@ -281,6 +364,8 @@ def main():
                 saved = base - rec["memory_bytes"]
                 upm_mem[n] = (base - TARGET * saved if saved > base / 100
                               else None)
+            # "none" runs first at every count (plan): base is known here
+            add_saved(rec, none_mem.get(n))
             out["points"].append(rec)
             if not out["workload"]:
                 out["workload"] = {
