@@ -81,7 +81,9 @@
  *    will share, the copy is exact, and each page is read once before the
  *    final compare. Without safe frames, the two pages are compared
  *    unlocked, as ksmd does, and the candidate's page itself is
- *    write-protected. A candidate whose page is gone or changed is dropped
+ *    write-protected, unless it is mapped elsewhere too (shared since a
+ *    fork): that one is copied. At most UPM_CANDIDATE_TRIES candidates
+ *    that fail (busy, or different) are tried per page. A candidate whose page is gone or changed is dropped
  *    when it is looked up (a changed one found so once write-protected
  *    stays so, as after a failed merge in ksmd: its next write reuses it).
  *    If the adviser's merge then fails (its page is busy, or was written
@@ -162,6 +164,8 @@
 #define UPM_BATCH	64
 /* Addresses looked at per mmap_read_lock hold, present or not */
 #define UPM_WALK_MAX	(16 * UPM_BATCH)
+/* Candidates of one content tried per page before it becomes one itself */
+#define UPM_CANDIDATE_TRIES	4
 
 /**
  * struct upm_entry - one index entry: a KSM stable page of known content
@@ -1006,13 +1010,14 @@ static bool upm_candidate_differs(struct upm_pass *p, struct upm_page *up,
 static bool upm_merge_with_candidate(struct upm_pass *p, struct upm_page *up,
 				     struct ksm_rmap_item *rmap_item)
 {
-	bool copy = READ_ONCE(upm_safe_frames);
+	bool safe_frames = READ_ONCE(upm_safe_frames);
 	struct ksm_stable_node *stable_node;
 	struct ksm_rmap_item *cand;
 	struct hlist_head *bucket;
 	struct hlist_node *tmp;
+	unsigned int tries = 0;
+	bool copy, held, stop;
 	struct page *cpage;
-	bool held, stop;
 	int err;
 
 	bucket = upm_index_bucket(&upm_candidates, up->hash, p->domain);
@@ -1038,6 +1043,13 @@ static bool upm_merge_with_candidate(struct upm_pass *p, struct upm_page *up,
 			p->count[UPM_SKIPPED_KSM]++;
 			return true;
 		}
+		/*
+		 * A page mapped elsewhere too (shared since a fork) is copied
+		 * even without safe frames: made a KSM page in place, it would
+		 * be one in every process that maps it, and rmap would find
+		 * only the candidate's mapping from the stable node.
+		 */
+		copy = safe_frames || folio_mapcount(page_folio(cpage)) > 1;
 		/*
 		 * Without a copy, nothing compares the pages before the
 		 * candidate's is made a KSM page: compare them unlocked first,
@@ -1066,9 +1078,16 @@ static bool upm_merge_with_candidate(struct upm_pass *p, struct upm_page *up,
 			put_page(cpage);
 		if (stop)
 			return true;
-		/* Busy, no memory or different: try the next */
-		if (err)
+		/*
+		 * Busy, no memory or different: try the next, but only a
+		 * few, so that pages that never freeze (held by someone)
+		 * cannot make every lookup of their content long.
+		 */
+		if (err) {
+			if (++tries == UPM_CANDIDATE_TRIES)
+				return false;
 			continue;
+		}
 		err = upm_merge_into(p, up, rmap_item, stable_node);
 		if (!err)
 			return true;
@@ -1080,6 +1099,27 @@ static bool upm_merge_with_candidate(struct upm_pass *p, struct upm_page *up,
 		return true;
 	}
 	return false;
+}
+
+/*
+ * Is the batch's page still mapped where it was collected? It may not be
+ * once a merge earlier in the batch made its candidate a KSM page, or
+ * after a write (copy-on-write) or an unmap since it was collected.
+ */
+static bool upm_page_mapped_at(struct upm_pass *p, struct upm_page *up)
+{
+	struct vm_area_struct *vma;
+	struct folio_walk fw;
+	bool mapped = false;
+
+	mmap_read_lock(p->mm);
+	vma = vma_lookup(p->mm, up->addr);
+	if (vma && folio_walk_start(&fw, vma, up->addr, 0)) {
+		mapped = fw.page == up->page;
+		folio_walk_end(&fw, vma);
+	}
+	mmap_read_unlock(p->mm);
+	return mapped;
 }
 
 static void upm_merge_page(struct upm_pass *p, struct upm_page *up)
@@ -1098,6 +1138,18 @@ static void upm_merge_page(struct upm_pass *p, struct upm_page *up)
 	rmap_item = upm_rmap_item(p, up->addr);
 	if (!rmap_item) {
 		p->count[UPM_SKIPPED_NOMEM]++;
+		return;
+	}
+	/*
+	 * An item in a stable node is stale while our page, no KSM page, is
+	 * mapped at its address, and leaves the node below. If our page is
+	 * no longer mapped there, the item may be that of the KSM page that
+	 * replaced it (its candidate was merged earlier in this batch):
+	 * taken out of its node, it would hide that mapping from rmap.
+	 */
+	if ((rmap_item->address & STABLE_FLAG) &&
+	    !upm_page_mapped_at(p, up)) {
+		p->count[UPM_SKIPPED_BUSY]++;
 		return;
 	}
 	/* Advised before: re-entered below with its current hash */

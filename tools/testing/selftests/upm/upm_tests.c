@@ -535,6 +535,107 @@ TEST_F(upm, exit_frees_everything)
 	EXPECT_EQ(sharing, after_prune(ksm_counter, "pages_sharing", sharing));
 }
 
+#define KSM_MAX_SHARING	"/sys/kernel/mm/ksm/max_page_sharing"
+#define UPM_SAFE_FRAMES	"/sys/kernel/mm/upm/safe_frames"
+
+/*
+ * Two pages of one batch, the second a candidate of the first's content:
+ * the first's merge puts a KSM page in place of the second, and fills
+ * its stable node (max_page_sharing 2). The second page, mapped nowhere
+ * now, must leave its address's rmap_item in that node, or rmap and
+ * KSM's counters would lose the mapping. In a child, so that its exit
+ * frees the KSM pages before max_page_sharing is set back.
+ */
+TEST_F(upm, candidate_replaced_in_its_batch_stays_in_node)
+{
+	char old[32] = "";
+	int status;
+	pid_t kid;
+
+	read_str(KSM_MAX_SHARING, old, sizeof(old));
+	/* KSM refuses a new max_page_sharing while it shares pages */
+	if (after_prune(ksm_counter, "pages_shared", 0) ||
+	    write_str(KSM_MAX_SHARING, "2"))
+		SKIP(return, "cannot set max_page_sharing: KSM pages left");
+	kid = fork();
+	ASSERT_LE(0, kid);
+	if (!kid) {
+		char *a = self->mem, *b = self->mem + psize();
+		long shared, sharing;
+		int bad = 0;
+
+		fill(b, 1, 38);
+		fill(a, 1, 39);
+		if (madvise(b, psize(), MADV_UPM_MERGEABLE))
+			_exit(64);
+		memcpy(a, b, psize());
+		shared = ksm_counter("pages_shared");
+		sharing = ksm_counter("pages_sharing");
+		if (madvise(a, 2 * psize(), MADV_UPM_MERGEABLE))
+			_exit(65);
+		if (!is_ksm(b) || pfn_of(a) != pfn_of(b))
+			bad |= 1;
+		if (ksm_counter("pages_shared") - shared != 1 ||
+		    ksm_counter("pages_sharing") - sharing != 1)
+			bad |= 2;
+		if (read_ksm_stat("ksm_merging_pages") != 2)
+			bad |= 4;
+		if (!same_as(a, 1, 38) || !same_as(b, 1, 38))
+			bad |= 8;
+		_exit(bad);
+	}
+	ASSERT_EQ(kid, waitpid(kid, &status, 0));
+	EXPECT_TRUE(WIFEXITED(status));
+	/* 1: not shared, 2: KSM's counters, 4: the mm's, 8: content */
+	EXPECT_EQ(0, WEXITSTATUS(status));
+	EXPECT_EQ(0, after_prune(ksm_counter, "pages_shared", 0));
+	EXPECT_EQ(0, write_str(KSM_MAX_SHARING, old));
+}
+
+/*
+ * Without safe frames, a candidate's page that its process still shares
+ * with its parent since fork is copied, not made a KSM page in place:
+ * in place it would be a KSM page in the parent too, which no rmap_item
+ * of its stable node finds.
+ */
+TEST_F(upm, forked_candidate_copied_without_safe_frames)
+{
+	int advised[2], go[2], status;
+	char old[16] = "", c = 0;
+	uint64_t pfn;
+	pid_t kid;
+
+	read_str(UPM_SAFE_FRAMES, old, sizeof(old));
+	ASSERT_EQ(0, write_str(UPM_SAFE_FRAMES, "0"));
+	fill(self->mem, 1, 37);
+	pfn = pfn_of(self->mem);
+	ASSERT_EQ(0, pipe(advised));
+	ASSERT_EQ(0, pipe(go));
+	kid = fork();
+	ASSERT_LE(0, kid);
+	if (!kid) {
+		/* The child's mapping of the shared page is the candidate */
+		c = !madvise(self->mem, psize(), MADV_UPM_MERGEABLE);
+		if (write(advised[1], &c, 1) != 1 || read(go[0], &c, 1) != 1)
+			_exit(2);
+		_exit(same_as(self->mem, 1, 37) ? 0 : 1);
+	}
+	ASSERT_EQ(1, read(advised[0], &c, 1));
+	EXPECT_EQ(1, c);
+	start_twin(self, 37);
+	ASSERT_EQ(0, peer_pfns(&self->twin));
+	/* The child and the twin share a copy; the parent keeps its page */
+	EXPECT_NE(0, self->twin.pfn[0]);
+	EXPECT_EQ(self->twin.pfn[0], pfn_in(kid, self->mem));
+	EXPECT_EQ(pfn, pfn_of(self->mem));
+	EXPECT_FALSE(is_ksm(self->mem));
+	EXPECT_TRUE(same_as(self->mem, 1, 37));
+	ASSERT_EQ(1, write(go[1], "g", 1));
+	ASSERT_EQ(kid, waitpid(kid, &status, 0));
+	EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	EXPECT_EQ(0, write_str(UPM_SAFE_FRAMES, old));
+}
+
 int main(int argc, char **argv)
 {
 	upm_require_kernel();
