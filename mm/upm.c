@@ -83,9 +83,10 @@
  *    unlocked, as ksmd does, and the candidate's page itself is
  *    write-protected, unless it is mapped elsewhere too (shared since a
  *    fork): that one is copied. At most UPM_CANDIDATE_TRIES candidates
- *    that fail (busy, or different) are tried per page. A candidate whose page is gone or changed is dropped
- *    when it is looked up (a changed one found so once write-protected
- *    stays so, as after a failed merge in ksmd: its next write reuses it).
+ *    that fail (busy, or different) are tried per page. A candidate
+ *    whose page is gone or changed is dropped when it is looked up (a
+ *    changed one found so once write-protected stays so, as after a
+ *    failed merge in ksmd: its next write reuses it).
  *    If the adviser's merge then fails (its page is busy, or was written
  *    to), the candidate's owner gets its page back, writable
  *    (upm_unpublish()).
