@@ -64,32 +64,42 @@
  *    KSM does; skipping KSM and pinned pages).
  * 3. Outside any lock it hashes each page (64-bit xxhash) and notes
  *    whether it is all zeroes.
- * 4. Under ksm_thread_mutex, for each page: a zero page is replaced by the
- *    shared zero page. Otherwise the index of shared pages is looked up by
- *    (domain, hash), and the page is merged into a match with
- *    ksm_merge_page(), which write-protects it and compares both pages in
- *    full (memcmp), then ksm_stable_node_append().
- * 5. Without a shared match, the index of candidates is looked up the same
- *    way. A candidate is an advised page nobody shared yet, left writable
- *    and in place; only its KSM rmap_item is linked into the index. On a
- *    match, the candidate's page is made a KSM page and entered into the
- *    index of shared pages, then the adviser's page is merged into it as
- *    in step 4. With safe frames, the default, the candidate's page is
- *    write-protected, then compared with the adviser's page as it is
- *    copied into a freshly allocated frame, which replaces it
- *    (ksm_merge_into_copy()): no adviser chooses the physical frame others
- *    will share, the copy is exact, and each page is read once before the
- *    final compare. Without safe frames, the two pages are compared
- *    unlocked, as ksmd does, and the candidate's page itself is
- *    write-protected, unless it is mapped elsewhere too (shared since a
- *    fork): that one is copied. At most UPM_CANDIDATE_TRIES candidates
- *    that fail (busy, or different) are tried per page. A candidate
- *    whose page is gone or changed is dropped when it is looked up (a
- *    changed one found so once write-protected stays so, as after a
- *    failed merge in ksmd: its next write reuses it).
- *    If the adviser's merge then fails (its page is busy, or was written
- *    to), the candidate's owner gets its page back, writable
- *    (upm_unpublish()).
+ * 4. Under ksm_thread_mutex, for each page: the index of shared pages is
+ *    looked up by (domain, hash). On a match, the merge is reserved: the
+ *    page's rmap_item joins the match's stable node, flagged
+ *    UPM_PENDING_FLAG, and a reference on its page is taken
+ *    (upm_reserve_twin()). With the mutex dropped, the reserved pages are
+ *    merged with ksm_merge_one_page(), which write-protects each and
+ *    compares it in full (memcmp) with its match before it maps the match
+ *    in its place; zero pages are replaced by the shared zero page the same
+ *    way (upm_merge_planned()). Under the mutex again, the items lose
+ *    their flag, or leave the node where the merge failed, and such a page
+ *    takes the path of step 5 (upm_finish_planned()). This is where
+ *    advisers spend their time once a content is shared, so they do so in
+ *    parallel. An item in the node before its mapping exists is merely
+ *    stale, which KSM tolerates everywhere; the other way round, a mapping
+ *    rmap cannot find, never happens.
+ * 5. Without a shared match (or after a failed reserved merge), under the
+ *    mutex, the page is merged into a match with ksm_merge_page(), which
+ *    compares as in step 4, then ksm_stable_node_append(); failing that, the
+ *    index of candidates is looked up the same way. A candidate is an advised
+ *    page nobody shared yet, left writable and in place; only its KSM rmap_item
+ *    is linked into the index. On a match, the candidate's page is made a KSM
+ *    page and entered into the index of shared pages, then the adviser's page
+ *    is merged into it as in step 4. With safe frames, the default, the
+ *    candidate's page is write-protected, then compared with the adviser's page
+ *    as it is copied into a freshly allocated frame, which replaces it
+ *    (ksm_merge_into_copy()): no adviser chooses the physical frame others will
+ *    share, the copy is exact, and each page is read once before the final
+ *    compare. Without safe frames, the two pages are compared unlocked, as ksmd
+ *    does, and the candidate's page itself is write-protected, unless it is
+ *    mapped elsewhere too (shared since a fork): that one is copied. At most
+ *    UPM_CANDIDATE_TRIES candidates that fail (busy, or different) are tried
+ *    per page. A candidate whose page is gone or changed is dropped when it is
+ *    looked up (a changed one found so once write-protected stays so, as after
+ *    a failed merge in ksmd: its next write reuses it). If the adviser's merge
+ *    then fails (its page is busy, or was written to), the candidate's owner
+ *    gets its page back, writable (upm_unpublish()).
  * 6. A page with no match at all becomes a candidate itself.
  *
  * So a unique page costs a hash and its rmap_item, and stays writable: its
@@ -141,8 +151,14 @@
  * holding an mmap_lock, and takes one mm's mmap_lock at a time: the
  * adviser's, or a candidate's to merge it. The mutex protects both
  * indexes, KSM's trees and the mm's rmap_item list; it is dropped after
- * every batch, so ksmd and other advisers are never starved, and
- * cond_resched() runs between batches.
+ * every phase of a batch, so ksmd and other advisers are never starved,
+ * and cond_resched() runs between batches. Each batch holds upm_merge_sem
+ * for read, taken before the mutex, and the merges of step 4 run under it
+ * and mmap_lock (read), then the folio lock, without the mutex. "echo 2 >
+ * run" takes upm_merge_sem for write with the mutex dropped
+ * (upm_wait_for_merges()), so that no merge lands behind its unmerge of
+ * everything. So the order is: upm_merge_sem, ksm_thread_mutex, mmap_lock,
+ * folio lock.
  * UPM only ever inserts into an mm's rmap_item list, never frees from it:
  * ksmd's scan cursor may point into that list while the mutex is dropped.
  * An item UPM inserts at that cursor, for an address ksmd has passed,
@@ -210,6 +226,13 @@ static struct upm_index upm_index;
  */
 static struct upm_index upm_candidates;
 static struct kmem_cache *upm_entry_cache;
+/*
+ * Read-held by advisers through each batch, whose merges partly run
+ * without ksm_thread_mutex (see upm_merge_batch()); "echo 2 > run" takes
+ * it for write before it unmerges everything, so that no merge lands
+ * behind it.
+ */
+static DECLARE_RWSEM(upm_merge_sem);
 /* Set once the index exists: madvise refuses the advice before that */
 static bool upm_ready __read_mostly;
 
@@ -338,18 +361,36 @@ static u64 upm_domain_of(struct mm_struct *mm, struct task_struct *owner,
 	return domain;
 }
 
+/* What the batch's phase without the mutex does with a page */
+enum upm_plan {
+	UPM_PLAN_NONE,		/* nothing: handled, or skipped */
+	UPM_PLAN_LOCKED,	/* merge it under the mutex (upm_merge_page()) */
+	UPM_PLAN_ZERO,		/* replace it by the shared zero page */
+	UPM_PLAN_TWIN,		/* merge it into a reserved KSM page */
+};
+
 /**
  * struct upm_page - a page of the batch being merged
  * @page:	the page, with a reference held
  * @addr:	its user virtual address
  * @hash:	xxhash of its content when it was hashed
+ * @kfolio:	with %UPM_PLAN_TWIN, the KSM folio it is to be merged into,
+ *		with a reference held
+ * @anon_vma:	with %UPM_PLAN_TWIN, the anon_vma its reserved rmap_item
+ *		holds (compared only, never dereferenced)
  * @zero:	its content was all zeroes then
+ * @plan:	what upm_merge_planned() does with it (&enum upm_plan)
+ * @merged:	upm_merge_planned() merged it
  */
 struct upm_page {
 	struct page *page;
 	unsigned long addr;
 	u64 hash;
+	struct folio *kfolio;
+	struct anon_vma *anon_vma;
 	bool zero;
+	u8 plan;
+	bool merged;
 };
 
 /**
@@ -365,6 +406,9 @@ struct upm_page {
  * @cursor:	link in @slot's rmap_list before which the next rmap_item
  *		goes; valid while @cursor_gen == ksm_rmap_items_freed
  * @cursor_gen:	ksm_rmap_items_freed when @cursor was last checked
+ * @batch_cursor: @cursor as the batch's first phase began
+ * @memcg:	memory cgroup of @mm, while ksm_thread_mutex is held
+ * @old_memcg:	the active memory cgroup to restore after
  * @nr:		pages in @batch
  * @batch:	the pages being merged
  * @nr_put:	references in @put
@@ -383,6 +427,9 @@ struct upm_pass {
 	struct ksm_mm_slot *slot;
 	struct ksm_rmap_item **cursor;
 	unsigned long cursor_gen;
+	struct ksm_rmap_item **batch_cursor;
+	struct mem_cgroup *memcg;
+	struct mem_cgroup *old_memcg;
 	unsigned int nr;
 	struct upm_page batch[UPM_BATCH];
 	unsigned int nr_put;
@@ -546,14 +593,18 @@ static struct ksm_rmap_item *upm_rmap_item(struct upm_pass *p,
 	return ksm_get_rmap_item(p->slot, link, addr);
 }
 
-static void upm_merge_zero(struct upm_pass *p, struct upm_page *up)
+/* The existing rmap_item for @addr, or NULL: as upm_rmap_item(), no new */
+static struct ksm_rmap_item *upm_find_rmap_item(struct upm_pass *p,
+						unsigned long addr)
 {
-	int err;
+	struct ksm_rmap_item **link = p->cursor;
 
-	mmap_read_lock(p->mm);
-	err = ksm_merge_zero_page(p->mm, up->page, up->addr);
-	mmap_read_unlock(p->mm);
-	p->count[err ? UPM_SKIPPED_BUSY : UPM_PAGES_ZERO]++;
+	while (*link && ((*link)->address & PAGE_MASK) < addr)
+		link = &(*link)->rmap_list;
+	p->cursor = link;
+	if (*link && ((*link)->address & PAGE_MASK) == addr)
+		return *link;
+	return NULL;
 }
 
 /*
@@ -1107,22 +1158,36 @@ static bool upm_merge_with_candidate(struct upm_pass *p, struct upm_page *up,
  * once a merge earlier in the batch made its candidate a KSM page, or
  * after a write (copy-on-write) or an unmap since it was collected.
  */
-static bool upm_page_mapped_at(struct upm_pass *p, struct upm_page *up)
+static bool upm_page_mapped_at_locked(struct upm_pass *p,
+				      struct upm_page *up)
 {
 	struct vm_area_struct *vma;
 	struct folio_walk fw;
 	bool mapped = false;
 
-	mmap_read_lock(p->mm);
+	mmap_assert_locked(p->mm);
 	vma = vma_lookup(p->mm, up->addr);
 	if (vma && folio_walk_start(&fw, vma, up->addr, 0)) {
 		mapped = fw.page == up->page;
 		folio_walk_end(&fw, vma);
 	}
+	return mapped;
+}
+
+static bool upm_page_mapped_at(struct upm_pass *p, struct upm_page *up)
+{
+	bool mapped;
+
+	mmap_read_lock(p->mm);
+	mapped = upm_page_mapped_at_locked(p, up);
 	mmap_read_unlock(p->mm);
 	return mapped;
 }
 
+/*
+ * Merge the page under ksm_thread_mutex: into a twin from the index of
+ * shared pages, or with a candidate, or else make it a candidate.
+ */
 static void upm_merge_page(struct upm_pass *p, struct upm_page *up)
 {
 	struct ksm_rmap_item *rmap_item;
@@ -1132,13 +1197,14 @@ static void upm_merge_page(struct upm_pass *p, struct upm_page *up)
 		p->count[UPM_SKIPPED_KSM]++;
 		return;
 	}
-	if (up->zero && !mm_forbids_zeropage(p->mm)) {
-		upm_merge_zero(p, up);
-		return;
-	}
 	rmap_item = upm_rmap_item(p, up->addr);
 	if (!rmap_item) {
 		p->count[UPM_SKIPPED_NOMEM]++;
+		return;
+	}
+	/* Another pass over this mm reserved it: that one merges it */
+	if (rmap_item->address & UPM_PENDING_FLAG) {
+		p->count[UPM_SKIPPED_BUSY]++;
 		return;
 	}
 	/*
@@ -1163,39 +1229,310 @@ static void upm_merge_page(struct upm_pass *p, struct upm_page *up)
 }
 
 /*
- * Merge the hashed batch under ksm_thread_mutex. What it allocates (index
- * entries, stable nodes, rmap_items) is charged to the memory cgroup of
- * the advised mm, also when another process advises it; a safe frame to
- * that of the mm whose candidate page it replaces (upm_alloc_frame()).
+ * Reserve the page's merge into a twin from the index of shared pages, for
+ * upm_merge_planned() to do without the mutex. The page's rmap_item joins
+ * the twin's stable node now, flagged UPM_PENDING_FLAG: rmap and KSM's
+ * counts never miss the mapping once it exists, and until then the item is
+ * merely stale, which KSM tolerates (ksmd keeps a pending item, see
+ * ksm_upm_skip_page()). The reference taken in @up->kfolio keeps the twin's
+ * page and node. Under ksm_thread_mutex and the adviser's mmap_read_lock.
+ *
+ * Return: true if reserved; false if there is no twin that can share (the
+ * page takes the path under the mutex), or if the page is skipped
+ * (*@skipped is set then).
+ */
+static bool upm_reserve_twin(struct upm_pass *p, struct upm_page *up,
+			     bool *skipped)
+{
+	struct ksm_stable_node *stable_node = NULL;
+	struct folio *kfolio = NULL, *locked;
+	struct ksm_rmap_item *rmap_item;
+	struct vm_area_struct *vma;
+	struct hlist_node *tmp;
+	struct upm_entry *e;
+
+	vma = vma_lookup(p->mm, up->addr);
+	if (!vma || !upm_vma_advised(vma))
+		return false;
+	upm_index_for_each_in_bucket(e, tmp, &upm_index, up->hash, p->domain) {
+		if (!upm_entry_matches(e, up->hash, p->domain))
+			continue;
+		/* A stale node is freed here, and its entry with it */
+		kfolio = ksm_get_folio(e->stable_node, KSM_GET_FOLIO_NOLOCK);
+		if (kfolio && ksm_stable_node_can_share(e->stable_node)) {
+			stable_node = e->stable_node;
+			break;
+		}
+		if (kfolio)
+			folio_put(kfolio);
+	}
+	if (!stable_node)
+		return false;
+
+	*skipped = true;
+	rmap_item = upm_rmap_item(p, up->addr);
+	if (!rmap_item) {
+		p->count[UPM_SKIPPED_NOMEM]++;
+		goto out;
+	}
+	/* Another pass over this mm reserved it: that one merges it */
+	if (rmap_item->address & UPM_PENDING_FLAG) {
+		p->count[UPM_SKIPPED_BUSY]++;
+		goto out;
+	}
+	/* As in upm_merge_page(): only a stale stable item may leave */
+	if ((rmap_item->address & STABLE_FLAG) &&
+	    !upm_page_mapped_at_locked(p, up)) {
+		p->count[UPM_SKIPPED_BUSY]++;
+		goto out;
+	}
+	if (rmap_item->address & UPM_CANDIDATE_FLAG)
+		upm_candidate_removed(rmap_item);
+	/* Out of any tree first: their fields share unions */
+	ksm_remove_rmap_item(rmap_item);
+
+	/*
+	 * Locked, the node is checked again: a migration in progress waited
+	 * for fails now (our reference), or moved the node to another folio
+	 * before we took it. Our reference keeps the node from going stale.
+	 */
+	locked = ksm_get_folio(stable_node, KSM_GET_FOLIO_LOCK);
+	*skipped = false;
+	if (locked != kfolio || !ksm_stable_node_can_share(stable_node)) {
+		if (locked) {
+			folio_unlock(locked);
+			folio_put(locked);
+		}
+		goto out;
+	}
+	/* As try_to_merge_with_ksm_page() does, before the merge here */
+	rmap_item->anon_vma = vma->anon_vma;
+	get_anon_vma(vma->anon_vma);
+	rmap_item->address |= UPM_PENDING_FLAG;
+	ksm_stable_node_append(rmap_item, stable_node);
+	folio_unlock(locked);
+	folio_put(locked);
+	up->kfolio = kfolio;
+	up->anon_vma = vma->anon_vma;
+	up->plan = UPM_PLAN_TWIN;
+	return true;
+out:
+	folio_put(kfolio);
+	return false;
+}
+
+/*
+ * Take ksm_thread_mutex for a phase of the batch, and set up what merging
+ * under it needs. What is allocated under it (index entries, stable nodes,
+ * rmap_items) is charged to the memory cgroup of the advised mm, also when
+ * another process advises it; a safe frame to that of the mm whose
+ * candidate page it replaces (upm_alloc_frame()).
+ *
+ * Return: 1 if pages may be merged; 0 after "echo 2 > run" (KSM stays
+ * unmerged until run is set again) or once the mm left KSM; -EINTR if
+ * @killable and a fatal signal came while waiting for the mutex.
+ */
+static int upm_batch_lock(struct upm_pass *p, bool killable)
+{
+	if (!killable)
+		mutex_lock(&ksm_thread_mutex);
+	else if (mutex_lock_killable(&ksm_thread_mutex))
+		return -EINTR;
+	ksm_wait_while_offlining();
+	/* First, so that the rmap_list cursor is valid whatever follows */
+	if (!upm_find_slot(p) || (ksm_run & KSM_RUN_UNMERGE))
+		return 0;
+	p->memcg = get_mem_cgroup_from_mm(p->mm);
+	p->old_memcg = set_active_memcg(p->memcg);
+	p->domain = upm_domain_of(p->mm, p->owner, &p->user_ns);
+	return 1;
+}
+
+static void upm_batch_unlock(struct upm_pass *p, bool enabled)
+{
+	if (enabled) {
+		if (p->user_ns)
+			put_user_ns(p->user_ns);
+		p->user_ns = NULL;
+		set_active_memcg(p->old_memcg);
+		mem_cgroup_put(p->memcg);
+	}
+	mutex_unlock(&ksm_thread_mutex);
+}
+
+/*
+ * Phase one of a batch, under ksm_thread_mutex: plan what needs no change
+ * to the indexes (zero pages, and pages whose twin is shared already),
+ * which upm_merge_planned() merges without the mutex, and merge the other
+ * pages here (upm_merge_page()).
+ */
+static void upm_plan_batch(struct upm_pass *p)
+{
+	struct ksm_rmap_item **batch_start = p->cursor;
+	bool skipped;
+	unsigned int i;
+
+	mmap_read_lock(p->mm);
+	for (i = 0; i < p->nr; i++) {
+		struct upm_page *up = &p->batch[i];
+
+		skipped = false;
+		up->merged = false;
+		up->kfolio = NULL;
+		/* ksmd may have merged it since: it only does so here */
+		if (PageKsm(up->page)) {
+			p->count[UPM_SKIPPED_KSM]++;
+			up->plan = UPM_PLAN_NONE;
+		} else if (up->zero && !mm_forbids_zeropage(p->mm)) {
+			up->plan = UPM_PLAN_ZERO;
+		} else if (!upm_reserve_twin(p, up, &skipped)) {
+			up->plan = skipped ? UPM_PLAN_NONE : UPM_PLAN_LOCKED;
+		}
+	}
+	mmap_read_unlock(p->mm);
+
+	/* The rmap_list cursor goes back: items are only inserted above */
+	p->batch_cursor = batch_start;
+	p->cursor = batch_start;
+	for (i = 0; i < p->nr; i++) {
+		if (p->batch[i].plan != UPM_PLAN_LOCKED)
+			continue;
+		upm_merge_page(p, &p->batch[i]);
+		p->batch[i].plan = UPM_PLAN_NONE;
+	}
+}
+
+/*
+ * Phase two, without ksm_thread_mutex, which advisers thus spend most of
+ * their time without: merge the planned pages, each write-protected and
+ * compared in full with its twin first (ksm_merge_one_page()). Under the
+ * adviser's mmap_read_lock. The references on the twins' pages are dropped
+ * after: phase three needs none.
+ */
+static void upm_merge_planned(struct upm_pass *p)
+{
+	struct vm_area_struct *vma;
+	bool disabled, any = false;
+	struct page *kpage;
+	unsigned int i;
+
+	for (i = 0; i < p->nr; i++)
+		any |= p->batch[i].plan != UPM_PLAN_NONE;
+	if (!any)
+		return;
+	mmap_read_lock(p->mm);
+	disabled = READ_ONCE(ksm_run) & KSM_RUN_UNMERGE;
+	for (i = 0; i < p->nr; i++) {
+		struct upm_page *up = &p->batch[i];
+
+		if (up->plan == UPM_PLAN_ZERO)
+			kpage = ZERO_PAGE(up->addr);
+		else if (up->plan == UPM_PLAN_TWIN)
+			kpage = folio_page(up->kfolio, 0);
+		else
+			continue;
+		vma = disabled ? NULL : vma_lookup(p->mm, up->addr);
+		/* The reserved item's anon_vma must find the mapping */
+		if (vma && upm_vma_advised(vma) &&
+		    (up->plan == UPM_PLAN_ZERO || vma->anon_vma == up->anon_vma))
+			up->merged = !ksm_merge_one_page(vma, up->page, kpage);
+		if (up->plan == UPM_PLAN_ZERO)
+			p->count[up->merged ? UPM_PAGES_ZERO : disabled ?
+				 UPM_SKIPPED_DISABLED : UPM_SKIPPED_BUSY]++;
+	}
+	mmap_read_unlock(p->mm);
+	for (i = 0; i < p->nr; i++) {
+		if (p->batch[i].kfolio)
+			folio_put(p->batch[i].kfolio);
+		p->batch[i].kfolio = NULL;
+	}
+}
+
+/*
+ * Phase three, under ksm_thread_mutex again, for the pages merged into a
+ * twin: their rmap_items lose UPM_PENDING_FLAG, or, where the merge failed,
+ * leave the stable node again, and the page takes the path under the mutex
+ * (upm_merge_page()), which tries every twin and candidate. Items are
+ * looked up again by address: ksmd may have freed some meanwhile (one of a
+ * page it found absent, swapped or migrating: should that page be merged
+ * still, ksmd's next pass gives it an item, see ksm_upm_skip_page()).
+ */
+static void upm_finish_planned(struct upm_pass *p)
+{
+	struct ksm_rmap_item *rmap_item, **batch_cursor = p->batch_cursor;
+	struct ksm_mm_slot *slot = p->slot;
+	unsigned long gen = p->cursor_gen;
+	bool enabled, any = false;
+	unsigned int i;
+
+	for (i = 0; i < p->nr; i++)
+		any |= p->batch[i].plan == UPM_PLAN_TWIN;
+	if (!any)
+		return;
+	/*
+	 * Not killable: the reserved items must not stay pending. The only
+	 * long holder of the mutex, "echo 2 > run", waits for this batch.
+	 */
+	enabled = upm_batch_lock(p, false);
+	if (p->slot == slot && p->cursor_gen == gen)
+		p->cursor = batch_cursor;
+	for (i = 0; i < p->nr; i++) {
+		struct upm_page *up = &p->batch[i];
+
+		if (up->plan != UPM_PLAN_TWIN)
+			continue;
+		rmap_item = p->slot ? upm_find_rmap_item(p, up->addr) : NULL;
+		if (rmap_item && (rmap_item->address & UPM_PENDING_FLAG)) {
+			rmap_item->address &= ~UPM_PENDING_FLAG;
+			if (!up->merged)
+				ksm_remove_rmap_item(rmap_item);
+		}
+		if (up->merged) {
+			p->mm->upm_merged_pages++;
+			p->count[UPM_PAGES_MERGED]++;
+		} else if (enabled) {
+			upm_merge_page(p, up);
+		} else {
+			p->count[UPM_SKIPPED_DISABLED]++;
+		}
+	}
+	upm_batch_unlock(p, enabled);
+}
+
+/*
+ * Merge the hashed batch in three phases: plan under ksm_thread_mutex, merge
+ * the planned pages without it, finish under it. All three hold
+ * upm_merge_sem for read, which "echo 2 > run" waits for before it
+ * unmerges everything (upm_wait_for_merges()): so the stable nodes and
+ * rmap_items of the merges reserved stay until the batch is done.
  *
  * Return: 0, or -EINTR if a fatal signal came while waiting for the mutex.
  */
 static int upm_merge_batch(struct upm_pass *p)
 {
-	struct mem_cgroup *memcg, *old_memcg;
 	unsigned int i;
+	int enabled;
 
-	/* "echo 2 > run" can hold the mutex for minutes */
-	if (mutex_lock_killable(&ksm_thread_mutex))
+	if (down_read_killable(&upm_merge_sem))
 		return -EINTR;
-	ksm_wait_while_offlining();
-	/* After "echo 2 > run" KSM stays unmerged until run is set again. */
-	if ((ksm_run & KSM_RUN_UNMERGE) || !upm_find_slot(p)) {
-		p->count[UPM_SKIPPED_DISABLED] += p->nr;
-		goto out;
+	/* "echo 2 > run" can hold the mutex for minutes */
+	enabled = upm_batch_lock(p, true);
+	if (enabled < 0) {
+		up_read(&upm_merge_sem);
+		return enabled;
 	}
-	memcg = get_mem_cgroup_from_mm(p->mm);
-	old_memcg = set_active_memcg(memcg);
-	p->domain = upm_domain_of(p->mm, p->owner, &p->user_ns);
-	for (i = 0; i < p->nr; i++)
-		upm_merge_page(p, &p->batch[i]);
-	if (p->user_ns)
-		put_user_ns(p->user_ns);
-	p->user_ns = NULL;
-	set_active_memcg(old_memcg);
-	mem_cgroup_put(memcg);
-out:
-	mutex_unlock(&ksm_thread_mutex);
+	if (enabled) {
+		upm_plan_batch(p);
+	} else {
+		p->count[UPM_SKIPPED_DISABLED] += p->nr;
+		for (i = 0; i < p->nr; i++)
+			p->batch[i].plan = UPM_PLAN_NONE;
+	}
+	upm_batch_unlock(p, enabled);
+
+	upm_merge_planned(p);
+	upm_finish_planned(p);
+	up_read(&upm_merge_sem);
 	return 0;
 }
 
@@ -1505,6 +1842,27 @@ int upm_prctl(int option, unsigned long arg2, unsigned long arg3,
 }
 
 /* ---- KSM's hooks: a stable node freed, an mm exiting ---- */
+
+/**
+ * upm_wait_for_merges() - wait until no adviser merges without the mutex
+ *
+ * Called by "echo 2 > /sys/kernel/mm/ksm/run" with ksm_thread_mutex held,
+ * once ksm_run says KSM_RUN_UNMERGE and before it unmerges every page:
+ * batches in flight finish first (their merges are unmerged with the
+ * rest), and later ones see KSM_RUN_UNMERGE and give up. Drops and
+ * retakes the mutex meanwhile, as KSM's wait while memory is offlined
+ * does.
+ */
+void upm_wait_for_merges(void)
+{
+	lockdep_assert_held(&ksm_thread_mutex);
+	/* Advisers take upm_merge_sem first: drop the mutex meanwhile */
+	mutex_unlock(&ksm_thread_mutex);
+	down_write(&upm_merge_sem);
+	up_write(&upm_merge_sem);
+	mutex_lock(&ksm_thread_mutex);
+	ksm_wait_while_offlining();
+}
 
 /**
  * upm_stable_node_freed() - KSM is freeing a stable node

@@ -267,6 +267,125 @@ TEST_F_TIMEOUT(mx, race_ksm_run_2, 300)
 	two_advisers(_metadata, self, 1499, true);
 }
 
+/* What races the advisers of advisers_into_shared() */
+enum racer { RACER_NONE, RACER_KSMD, RACER_RUN_2 };
+
+static pthread_t run2_thread;
+
+/*
+ * Peers 1 and 2 advise, at the same moment, a content that self->mem and
+ * peer 0 share already: both merge into the shared pages, the merges
+ * reserved under ksm_thread_mutex and done without it, while @racer runs
+ * (ksmd at full speed, or "echo 2 > ksm/run" then 0 in a loop), which is
+ * stopped before the checks. Each keeps its content and, unless run=2
+ * raced, shares every page with peer 0. Each has exactly one rmap_item in
+ * a stable node per KSM page it maps (ksm_merging_pages): none left by a
+ * merge that failed, none missing for one that landed, none behind an
+ * unmerge of everything.
+ */
+static void advisers_into_shared(struct __test_metadata *_metadata,
+				 struct _test_data_mx *self, uint64_t seed,
+				 enum racer racer)
+{
+	struct peer *owner = &self->peer[0];
+
+	/* The peers must not inherit self->mem's KSM pages */
+	ASSERT_EQ(0, madvise(self->mem, NP * psize(), MADV_DONTFORK));
+	for (int k = 1; k <= 2; k++)
+		ASSERT_EQ(0, peer_spawn(&self->peer[k], seed, false, NULL));
+	if (racer == RACER_KSMD)
+		ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/run", "1"));
+	if (racer == RACER_RUN_2) {
+		stop_flag = 0;
+		ASSERT_EQ(0, pthread_create(&run2_thread, NULL, run2_loop,
+					    NULL));
+	}
+	for (int k = 1; k <= 2; k++)
+		ASSERT_EQ(0, peer_send(&self->peer[k], PEER_ADVISE, 0, 0, 0));
+	for (int k = 1; k <= 2; k++)
+		EXPECT_EQ(0, peer_wait(&self->peer[k]));
+	if (racer == RACER_KSMD)
+		ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/run", "0"));
+	if (racer == RACER_RUN_2) {
+		/* Its last write was "0": nothing unmerges from here on */
+		stop_flag = 1;
+		pthread_join(run2_thread, NULL);
+	}
+	ASSERT_EQ(0, peer_pfns(owner));
+	for (int k = 1; k <= 2; k++) {
+		struct peer *t = &self->peer[k];
+		long ksm_pages = 0;
+
+		EXPECT_EQ(0, peer_mismatches(t));
+		ASSERT_EQ(0, peer_pfns(t));
+		for (int i = 0; i < NP; i++) {
+			ksm_pages += t->pfn[i] != 0;
+			if (racer == RACER_RUN_2)
+				continue;
+			EXPECT_NE(0, t->pfn[i]);
+			EXPECT_EQ(owner->pfn[i], t->pfn[i]);
+		}
+		EXPECT_EQ(ksm_pages,
+			  read_ksm_stat_in(t->pid, "ksm_merging_pages"));
+		EXPECT_EQ(0, peer_stop(t));
+	}
+	EXPECT_EQ(0, peer_mismatches(owner));
+	EXPECT_EQ(NP, good_range(self->mem, seed, 0, NP));
+}
+
+TEST_F_TIMEOUT(mx, race_advisers_into_shared, 300)
+{
+	time_t end = now() + RACE_SECS;
+	int rounds = 0;
+
+	merge_with_peer(self, 1500);
+	while (now() < end || rounds < 2) {
+		advisers_into_shared(_metadata, self, 1500, RACER_NONE);
+		rounds++;
+	}
+	TH_LOG("%d rounds", rounds);
+}
+
+TEST_F_TIMEOUT(mx, race_advisers_into_shared_with_ksmd, 300)
+{
+	time_t end = now() + RACE_SECS;
+	int rounds = 0;
+
+	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/sleep_millisecs", "0"));
+	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/pages_to_scan", "10000"));
+	merge_with_peer(self, 1600);
+	while (now() < end || rounds < 2) {
+		advisers_into_shared(_metadata, self, 1600, RACER_KSMD);
+		rounds++;
+	}
+	TH_LOG("%d rounds", rounds);
+}
+
+/*
+ * "echo 2 > ksm/run" while advisers merge into shared pages partly without
+ * the mutex: it waits for them, so that no merge lands behind its unmerge
+ * of everything (a KSM page mapped with no rmap_item, or none in a stable
+ * node), and content stays.
+ */
+TEST_F_TIMEOUT(mx, race_advisers_into_shared_with_ksm_run_2, 300)
+{
+	time_t end = now() + RACE_SECS;
+	int rounds = 0;
+
+	merge_with_peer(self, 1700);
+	while (now() < end || rounds < 2) {
+		advisers_into_shared(_metadata, self, 1700, RACER_RUN_2);
+		rounds++;
+		/* Share again what run=2 unmerged: the next round's twins */
+		ASSERT_EQ(0, peer_call(&self->peer[0], PEER_ADVISE, 0, 0, 0));
+		ASSERT_EQ(0, madvise(self->mem, NP * psize(),
+				     MADV_UPM_MERGEABLE));
+		ASSERT_EQ(NP, shared_with(self->mem, &self->peer[0]));
+	}
+	TH_LOG("%d rounds", rounds);
+	advisers_into_shared(_metadata, self, 1700, RACER_NONE);
+}
+
 int main(int argc, char **argv)
 {
 	upm_require_kernel();

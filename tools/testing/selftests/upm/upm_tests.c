@@ -88,6 +88,127 @@ TEST_F(upm, two_processes_merge)
 	EXPECT_EQ(0, peer_mismatches(&self->twin));
 }
 
+/* Pages of many_batches_twins_and_candidates: 15 batches and a part */
+#define MB_PAGES	1000
+
+/*
+ * Every fourth page unique to process @who, the others the same in all:
+ * so that each batch mixes pages merged into a shared twin and pages that
+ * become candidates.
+ */
+static void fill_mixed(char *p, int who)
+{
+	fill(p, MB_PAGES, 77);
+	for (int i = 3; i < MB_PAGES; i += 4) {
+		memset(p + i * psize(), 0x40 + who, psize());
+		memcpy(p + i * psize(), &i, sizeof(i));
+	}
+}
+
+static bool is_mixed(const char *p, int who)
+{
+	char *ref = malloc(MB_PAGES * psize());
+	bool same;
+
+	if (!ref)
+		return false;
+	fill_mixed(ref, who);
+	same = !memcmp(p, ref, MB_PAGES * psize());
+	free(ref);
+	return same;
+}
+
+/*
+ * A child that advises its own copy of the mixed content, reports where
+ * it is, and exits once the pipe @go is closed. Return: its pid, its address in
+ * *@addr.
+ */
+static pid_t advised_child(int who, int go[2], char **addr)
+{
+	int ready[2];
+	char *p;
+	pid_t pid;
+
+	if (pipe(ready))
+		return -1;
+	pid = fork();
+	if (!pid) {
+		char c;
+
+		close(go[1]);
+		p = map_anon(MB_PAGES);
+		if (p) {
+			fill_mixed(p, who);
+			if (madvise(p, MB_PAGES * psize(), MADV_UPM_MERGEABLE))
+				p = NULL;
+		}
+		if (write(ready[1], &p, sizeof(p)) != sizeof(p))
+			_exit(1);
+		while (read(go[0], &c, 1) > 0)
+			;
+		_exit(0);
+	}
+	close(ready[1]);
+	if (pid > 0 && read(ready[0], addr, sizeof(*addr)) != sizeof(*addr))
+		*addr = NULL;
+	close(ready[0]);
+	return pid;
+}
+
+/*
+ * Over many batches, pages merged into shared twins (reserved under the
+ * mutex, merged without it) and pages that become candidates (under the
+ * mutex) alternate within each batch. Each page ends with exactly one
+ * rmap_item: in its twin's stable node, or as a candidate.
+ */
+TEST_F(upm, many_batches_twins_and_candidates)
+{
+	int twins = MB_PAGES - MB_PAGES / 4, go[2], status;
+	long merged, cands, items, merging;
+	char *p, *kaddr[2];
+	pid_t kid[2];
+
+	ASSERT_EQ(0, pipe(go));
+	/* The first's pages become candidates, the second's shared twins */
+	for (int k = 0; k < 2; k++) {
+		kid[k] = advised_child(k + 1, go, &kaddr[k]);
+		ASSERT_LT(0, kid[k]);
+		ASSERT_NE(NULL, kaddr[k]);
+	}
+	p = map_anon(MB_PAGES);
+	ASSERT_NE(NULL, p);
+	fill_mixed(p, 0);
+	merged = upm_counter("pages_merged");
+	cands = upm_counter("pages_candidate");
+	items = read_ksm_stat("ksm_rmap_items");
+	merging = read_ksm_stat("ksm_merging_pages");
+	ASSERT_EQ(0, madvise(p, MB_PAGES * psize(), MADV_UPM_MERGEABLE));
+
+	EXPECT_EQ(twins, upm_counter("pages_merged") - merged);
+	EXPECT_EQ(MB_PAGES - twins, upm_counter("pages_candidate") - cands);
+	EXPECT_EQ(MB_PAGES, read_ksm_stat("ksm_rmap_items") - items);
+	EXPECT_EQ(twins, read_ksm_stat("ksm_merging_pages") - merging);
+	for (int i = 0; i < MB_PAGES; i++) {
+		char *page = p + i * psize();
+
+		if (i % 4 == 3) {
+			EXPECT_FALSE(is_ksm(page));
+			continue;
+		}
+		EXPECT_TRUE(is_ksm(page));
+		EXPECT_EQ(pfn_in(kid[1], kaddr[1] + i * psize()),
+			  pfn_of(page));
+	}
+	EXPECT_TRUE(is_mixed(p, 0));
+	close(go[1]);
+	for (int k = 0; k < 2; k++) {
+		ASSERT_EQ(kid[k], waitpid(kid[k], &status, 0));
+		EXPECT_EQ(0, status);
+	}
+	close(go[0]);
+	munmap(p, MB_PAGES * psize());
+}
+
 /*
  * The first adviser's pages become candidates: they stay ordinary
  * writable pages in their own frames, and writing them takes no fault.
