@@ -155,10 +155,10 @@
  * and cond_resched() runs between batches. Each batch holds upm_merge_sem
  * for read, taken before the mutex, and the merges of step 4 run under it
  * and mmap_lock (read), then the folio lock, without the mutex. "echo 2 >
- * run" takes upm_merge_sem for write with the mutex dropped
- * (upm_wait_for_merges()), so that no merge lands behind its unmerge of
- * everything. So the order is: upm_merge_sem, ksm_thread_mutex, mmap_lock,
- * folio lock.
+ * run" holds upm_merge_sem for write, taken before the mutex, while it
+ * unmerges everything (upm_block_merges()), so that no merge lands behind
+ * it. So the order is: upm_merge_sem, ksm_thread_mutex, mmap_lock, folio
+ * lock.
  * UPM only ever inserts into an mm's rmap_item list, never frees from it:
  * ksmd's scan cursor may point into that list while the mutex is dropped.
  * An item UPM inserts at that cursor, for an address ksmd has passed,
@@ -228,8 +228,8 @@ static struct upm_index upm_candidates;
 static struct kmem_cache *upm_entry_cache;
 /*
  * Read-held by advisers through each batch, whose merges partly run
- * without ksm_thread_mutex (see upm_merge_batch()); "echo 2 > run" takes
- * it for write before it unmerges everything, so that no merge lands
+ * without ksm_thread_mutex (see upm_merge_batch()); "echo 2 > run" holds
+ * it for write while it unmerges everything, so that no merge lands
  * behind it.
  */
 static DECLARE_RWSEM(upm_merge_sem);
@@ -375,7 +375,9 @@ enum upm_plan {
  * @addr:	its user virtual address
  * @hash:	xxhash of its content when it was hashed
  * @kfolio:	with %UPM_PLAN_TWIN, the KSM folio it is to be merged into,
- *		with a reference held
+ *		with a reference held until the batch is done
+ * @stable_node: with %UPM_PLAN_TWIN, the stable node of @kfolio, which the
+ *		reference keeps
  * @anon_vma:	with %UPM_PLAN_TWIN, the anon_vma its reserved rmap_item
  *		holds (compared only, never dereferenced)
  * @zero:	its content was all zeroes then
@@ -387,6 +389,7 @@ struct upm_page {
 	unsigned long addr;
 	u64 hash;
 	struct folio *kfolio;
+	struct ksm_stable_node *stable_node;
 	struct anon_vma *anon_vma;
 	bool zero;
 	u8 plan;
@@ -642,7 +645,7 @@ static int upm_merge_into(struct upm_pass *p, struct upm_page *up,
 	} else {
 		/* Our reference keeps stable_node on this folio. */
 		folio_lock(kfolio);
-		ksm_stable_node_append(rmap_item, stable_node);
+		ksm_stable_node_append(rmap_item, stable_node, false);
 		folio_unlock(kfolio);
 		p->mm->upm_merged_pages++;
 		p->count[UPM_PAGES_MERGED]++;
@@ -819,7 +822,7 @@ static int upm_publish(struct upm_pass *p, struct ksm_rmap_item *rmap_item,
 		set_active_memcg(memcg);
 	}
 	if (stable_node) {
-		ksm_stable_node_append(rmap_item, stable_node);
+		ksm_stable_node_append(rmap_item, stable_node, false);
 		e->hash = hash;
 		e->domain = p->domain;
 		e->user_ns = p->user_ns ? get_user_ns(p->user_ns) : NULL;
@@ -1309,10 +1312,11 @@ static bool upm_reserve_twin(struct upm_pass *p, struct upm_page *up,
 	rmap_item->anon_vma = vma->anon_vma;
 	get_anon_vma(vma->anon_vma);
 	rmap_item->address |= UPM_PENDING_FLAG;
-	ksm_stable_node_append(rmap_item, stable_node);
+	ksm_stable_node_append(rmap_item, stable_node, false);
 	folio_unlock(locked);
 	folio_put(locked);
 	up->kfolio = kfolio;
+	up->stable_node = stable_node;
 	up->anon_vma = vma->anon_vma;
 	up->plan = UPM_PLAN_TWIN;
 	return true;
@@ -1406,8 +1410,7 @@ static void upm_plan_batch(struct upm_pass *p)
  * Phase two, without ksm_thread_mutex, which advisers thus spend most of
  * their time without: merge the planned pages, each write-protected and
  * compared in full with its twin first (ksm_merge_one_page()). Under the
- * adviser's mmap_read_lock. The references on the twins' pages are dropped
- * after: phase three needs none.
+ * adviser's mmap_read_lock.
  */
 static void upm_merge_planned(struct upm_pass *p)
 {
@@ -1432,8 +1435,13 @@ static void upm_merge_planned(struct upm_pass *p)
 		else
 			continue;
 		vma = disabled ? NULL : vma_lookup(p->mm, up->addr);
-		/* The reserved item's anon_vma must find the mapping */
+		/*
+		 * The reserved item must find the mapping: same anon_vma, and
+		 * the page still where it was collected (not moved by mremap,
+		 * which write_protect_page() would follow).
+		 */
 		if (vma && upm_vma_advised(vma) &&
+		    page_address_in_vma(up->page, vma) == up->addr &&
 		    (up->plan == UPM_PLAN_ZERO || vma->anon_vma == up->anon_vma))
 			up->merged = !ksm_merge_one_page(vma, up->page, kpage);
 		if (up->plan == UPM_PLAN_ZERO)
@@ -1441,11 +1449,52 @@ static void upm_merge_planned(struct upm_pass *p)
 				 UPM_SKIPPED_DISABLED : UPM_SKIPPED_BUSY]++;
 	}
 	mmap_read_unlock(p->mm);
-	for (i = 0; i < p->nr; i++) {
-		if (p->batch[i].kfolio)
-			folio_put(p->batch[i].kfolio);
-		p->batch[i].kfolio = NULL;
+}
+
+/*
+ * The page was merged into its twin, but its reserved item is not in the
+ * twin's node any more: ksmd freed it (the page was absent as ksmd passed
+ * it: swapped out, or under migration), or took it out. Give the mapping
+ * an item in the node now, as ksmd would give it one, so that rmap finds
+ * it. Under ksm_thread_mutex.
+ */
+static void upm_merged_without_item(struct upm_pass *p, struct upm_page *up)
+{
+	struct ksm_rmap_item *rmap_item = NULL;
+	struct vm_area_struct *vma;
+	struct folio *locked;
+	struct folio_walk fw;
+	bool mapped = false;
+
+	mmap_read_lock(p->mm);
+	vma = vma_lookup(p->mm, up->addr);
+	if (vma && folio_walk_start(&fw, vma, up->addr, 0)) {
+		mapped = fw.page == folio_page(up->kfolio, 0);
+		folio_walk_end(&fw, vma);
 	}
+	if (mapped)
+		rmap_item = upm_rmap_item(p, up->addr);
+	/* Unless the mapping went since, or another pass reserved the item */
+	if (!rmap_item || (rmap_item->address & UPM_PENDING_FLAG) ||
+	    ((rmap_item->address & STABLE_FLAG) &&
+	     rmap_item->head == up->stable_node))
+		goto out;
+	if (rmap_item->address & UPM_CANDIDATE_FLAG)
+		upm_candidate_removed(rmap_item);
+	ksm_remove_rmap_item(rmap_item);
+	locked = ksm_get_folio(up->stable_node, KSM_GET_FOLIO_LOCK);
+	if (locked == up->kfolio) {
+		rmap_item->anon_vma = vma->anon_vma;
+		get_anon_vma(vma->anon_vma);
+		/* The mapping exists: it must be found, sharers or not */
+		ksm_stable_node_append(rmap_item, up->stable_node, true);
+	}
+	if (locked) {
+		folio_unlock(locked);
+		folio_put(locked);
+	}
+out:
+	mmap_read_unlock(p->mm);
 }
 
 /*
@@ -1453,9 +1502,9 @@ static void upm_merge_planned(struct upm_pass *p)
  * twin: their rmap_items lose UPM_PENDING_FLAG, or, where the merge failed,
  * leave the stable node again, and the page takes the path under the mutex
  * (upm_merge_page()), which tries every twin and candidate. Items are
- * looked up again by address: ksmd may have freed some meanwhile (one of a
- * page it found absent, swapped or migrating: should that page be merged
- * still, ksmd's next pass gives it an item, see ksm_upm_skip_page()).
+ * looked up again by address: ksmd may have freed some meanwhile, as it
+ * frees the item of a page it finds absent (swapped, or migrating); a
+ * page merged all the same gets an item again (upm_merged_without_item()).
  */
 static void upm_finish_planned(struct upm_pass *p)
 {
@@ -1482,11 +1531,19 @@ static void upm_finish_planned(struct upm_pass *p)
 		if (up->plan != UPM_PLAN_TWIN)
 			continue;
 		rmap_item = p->slot ? upm_find_rmap_item(p, up->addr) : NULL;
-		if (rmap_item && (rmap_item->address & UPM_PENDING_FLAG)) {
-			rmap_item->address &= ~UPM_PENDING_FLAG;
+		/* Pending in the node it was reserved in: this pass's item */
+		if (rmap_item && (rmap_item->address & UPM_PENDING_FLAG) &&
+		    rmap_item->head == up->stable_node) {
+			/* rmap walks read the address of an item in a node */
+			WRITE_ONCE(rmap_item->address,
+				   rmap_item->address & ~UPM_PENDING_FLAG);
 			if (!up->merged)
 				ksm_remove_rmap_item(rmap_item);
+		} else if (up->merged && p->slot) {
+			upm_merged_without_item(p, up);
 		}
+		folio_put(up->kfolio);
+		up->kfolio = NULL;
 		if (up->merged) {
 			p->mm->upm_merged_pages++;
 			p->count[UPM_PAGES_MERGED]++;
@@ -1502,8 +1559,8 @@ static void upm_finish_planned(struct upm_pass *p)
 /*
  * Merge the hashed batch in three phases: plan under ksm_thread_mutex, merge
  * the planned pages without it, finish under it. All three hold
- * upm_merge_sem for read, which "echo 2 > run" waits for before it
- * unmerges everything (upm_wait_for_merges()): so the stable nodes and
+ * upm_merge_sem for read, which "echo 2 > run" holds for write while it
+ * unmerges everything (upm_block_merges()): so the stable nodes and
  * rmap_items of the merges reserved stay until the batch is done.
  *
  * Return: 0, or -EINTR if a fatal signal came while waiting for the mutex.
@@ -1844,24 +1901,27 @@ int upm_prctl(int option, unsigned long arg2, unsigned long arg3,
 /* ---- KSM's hooks: a stable node freed, an mm exiting ---- */
 
 /**
- * upm_wait_for_merges() - wait until no adviser merges without the mutex
+ * upm_block_merges() - wait for advisers' batches, and hold off new ones
  *
- * Called by "echo 2 > /sys/kernel/mm/ksm/run" with ksm_thread_mutex held,
- * once ksm_run says KSM_RUN_UNMERGE and before it unmerges every page:
- * batches in flight finish first (their merges are unmerged with the
- * rest), and later ones see KSM_RUN_UNMERGE and give up. Drops and
- * retakes the mutex meanwhile, as KSM's wait while memory is offlined
- * does.
+ * Called by "echo 2 > /sys/kernel/mm/ksm/run" before it takes
+ * ksm_thread_mutex to unmerge every page, until upm_allow_merges(): the
+ * batches in flight finish first (what they merged is unmerged with the
+ * rest), and none merges behind the unmerge, since part of each batch runs
+ * without the mutex (see upm_merge_batch()).
+ *
+ * Return: 0, or -EINTR if a fatal signal came while waiting.
  */
-void upm_wait_for_merges(void)
+int upm_block_merges(void)
 {
-	lockdep_assert_held(&ksm_thread_mutex);
-	/* Advisers take upm_merge_sem first: drop the mutex meanwhile */
-	mutex_unlock(&ksm_thread_mutex);
-	down_write(&upm_merge_sem);
+	return down_write_killable(&upm_merge_sem);
+}
+
+/**
+ * upm_allow_merges() - let advisers' batches run again
+ */
+void upm_allow_merges(void)
+{
 	up_write(&upm_merge_sem);
-	mutex_lock(&ksm_thread_mutex);
-	ksm_wait_while_offlining();
 }
 
 /**

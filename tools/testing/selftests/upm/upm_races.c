@@ -273,11 +273,23 @@ enum racer { RACER_NONE, RACER_KSMD, RACER_RUN_2 };
 static pthread_t run2_thread;
 
 /*
+ * One "echo 2", then "echo 0", a moment into the advice: the state after
+ * that one unmerge is checked, before any other unmerge could mend it.
+ */
+static void *run2_once(void *arg)
+{
+	usleep(*(unsigned int *)arg);
+	write_str("/sys/kernel/mm/ksm/run", "2");
+	write_str("/sys/kernel/mm/ksm/run", "0");
+	return NULL;
+}
+
+/*
  * Peers 1 and 2 advise, at the same moment, a content that self->mem and
  * peer 0 share already: both merge into the shared pages, the merges
  * reserved under ksm_thread_mutex and done without it, while @racer runs
- * (ksmd at full speed, or "echo 2 > ksm/run" then 0 in a loop), which is
- * stopped before the checks. Each keeps its content and, unless run=2
+ * (ksmd at full speed, or one "echo 2 > ksm/run" then 0 after @delay_us),
+ * which is done before the checks. Each keeps its content and, unless run=2
  * raced, shares every page with peer 0. Each has exactly one rmap_item in
  * a stable node per KSM page it maps (ksm_merging_pages): none left by a
  * merge that failed, none missing for one that landed, none behind an
@@ -285,7 +297,7 @@ static pthread_t run2_thread;
  */
 static void advisers_into_shared(struct __test_metadata *_metadata,
 				 struct _test_data_mx *self, uint64_t seed,
-				 enum racer racer)
+				 enum racer racer, unsigned int delay_us)
 {
 	struct peer *owner = &self->peer[0];
 
@@ -295,22 +307,17 @@ static void advisers_into_shared(struct __test_metadata *_metadata,
 		ASSERT_EQ(0, peer_spawn(&self->peer[k], seed, false, NULL));
 	if (racer == RACER_KSMD)
 		ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/run", "1"));
-	if (racer == RACER_RUN_2) {
-		stop_flag = 0;
-		ASSERT_EQ(0, pthread_create(&run2_thread, NULL, run2_loop,
-					    NULL));
-	}
+	if (racer == RACER_RUN_2)
+		ASSERT_EQ(0, pthread_create(&run2_thread, NULL, run2_once,
+					    &delay_us));
 	for (int k = 1; k <= 2; k++)
 		ASSERT_EQ(0, peer_send(&self->peer[k], PEER_ADVISE, 0, 0, 0));
 	for (int k = 1; k <= 2; k++)
 		EXPECT_EQ(0, peer_wait(&self->peer[k]));
 	if (racer == RACER_KSMD)
 		ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/run", "0"));
-	if (racer == RACER_RUN_2) {
-		/* Its last write was "0": nothing unmerges from here on */
-		stop_flag = 1;
+	if (racer == RACER_RUN_2)
 		pthread_join(run2_thread, NULL);
-	}
 	ASSERT_EQ(0, peer_pfns(owner));
 	for (int k = 1; k <= 2; k++) {
 		struct peer *t = &self->peer[k];
@@ -340,7 +347,7 @@ TEST_F_TIMEOUT(mx, race_advisers_into_shared, 300)
 
 	merge_with_peer(self, 1500);
 	while (now() < end || rounds < 2) {
-		advisers_into_shared(_metadata, self, 1500, RACER_NONE);
+		advisers_into_shared(_metadata, self, 1500, RACER_NONE, 0);
 		rounds++;
 	}
 	TH_LOG("%d rounds", rounds);
@@ -355,7 +362,7 @@ TEST_F_TIMEOUT(mx, race_advisers_into_shared_with_ksmd, 300)
 	ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/pages_to_scan", "10000"));
 	merge_with_peer(self, 1600);
 	while (now() < end || rounds < 2) {
-		advisers_into_shared(_metadata, self, 1600, RACER_KSMD);
+		advisers_into_shared(_metadata, self, 1600, RACER_KSMD, 0);
 		rounds++;
 	}
 	TH_LOG("%d rounds", rounds);
@@ -363,9 +370,9 @@ TEST_F_TIMEOUT(mx, race_advisers_into_shared_with_ksmd, 300)
 
 /*
  * "echo 2 > ksm/run" while advisers merge into shared pages partly without
- * the mutex: it waits for them, so that no merge lands behind its unmerge
- * of everything (a KSM page mapped with no rmap_item, or none in a stable
- * node), and content stays.
+ * the mutex: it holds them off, so that no merge lands behind its unmerge
+ * of everything (a KSM page mapped with no rmap_item in a stable node),
+ * and content stays.
  */
 TEST_F_TIMEOUT(mx, race_advisers_into_shared_with_ksm_run_2, 300)
 {
@@ -374,7 +381,9 @@ TEST_F_TIMEOUT(mx, race_advisers_into_shared_with_ksm_run_2, 300)
 
 	merge_with_peer(self, 1700);
 	while (now() < end || rounds < 2) {
-		advisers_into_shared(_metadata, self, 1700, RACER_RUN_2);
+		/* From the start of the advice to well past its end */
+		advisers_into_shared(_metadata, self, 1700, RACER_RUN_2,
+				     (rounds * 7919) % 20000);
 		rounds++;
 		/* Share again what run=2 unmerged: the next round's twins */
 		ASSERT_EQ(0, peer_call(&self->peer[0], PEER_ADVISE, 0, 0, 0));
@@ -383,7 +392,7 @@ TEST_F_TIMEOUT(mx, race_advisers_into_shared_with_ksm_run_2, 300)
 		ASSERT_EQ(NP, shared_with(self->mem, &self->peer[0]));
 	}
 	TH_LOG("%d rounds", rounds);
-	advisers_into_shared(_metadata, self, 1700, RACER_NONE);
+	advisers_into_shared(_metadata, self, 1700, RACER_NONE, 0);
 }
 
 int main(int argc, char **argv)
