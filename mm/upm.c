@@ -410,6 +410,8 @@ struct upm_page {
  *		goes; valid while @cursor_gen == ksm_rmap_items_freed
  * @cursor_gen:	ksm_rmap_items_freed when @cursor was last checked
  * @batch_cursor: @cursor as the batch's first phase began
+ * @released:	the batch's page references were dropped for memory being
+ *		offlined: its pages are skipped (upm_release_batch())
  * @memcg:	memory cgroup of @mm, while ksm_thread_mutex is held
  * @old_memcg:	the active memory cgroup to restore after
  * @nr:		pages in @batch
@@ -431,6 +433,7 @@ struct upm_pass {
 	struct ksm_rmap_item **cursor;
 	unsigned long cursor_gen;
 	struct ksm_rmap_item **batch_cursor;
+	bool released;
 	struct mem_cgroup *memcg;
 	struct mem_cgroup *old_memcg;
 	unsigned int nr;
@@ -506,6 +509,7 @@ again:
 	}
 	p->batch[p->nr].page = page;
 	p->batch[p->nr].addr = p->addr;
+	p->batch[p->nr].kfolio = NULL;
 	p->nr++;
 }
 
@@ -1254,9 +1258,6 @@ static bool upm_reserve_twin(struct upm_pass *p, struct upm_page *up,
 	struct hlist_node *tmp;
 	struct upm_entry *e;
 
-	vma = vma_lookup(p->mm, up->addr);
-	if (!vma || !upm_vma_advised(vma))
-		return false;
 	upm_index_for_each_in_bucket(e, tmp, &upm_index, up->hash, p->domain) {
 		if (!upm_entry_matches(e, up->hash, p->domain))
 			continue;
@@ -1271,6 +1272,11 @@ static bool upm_reserve_twin(struct upm_pass *p, struct upm_page *up,
 	}
 	if (!stable_node)
 		return false;
+	vma = vma_lookup(p->mm, up->addr);
+	if (!vma || !upm_vma_advised(vma)) {
+		folio_put(kfolio);
+		return false;
+	}
 
 	*skipped = true;
 	rmap_item = upm_rmap_item(p, up->addr);
@@ -1326,6 +1332,30 @@ out:
 }
 
 /*
+ * Memory is being offlined, which waits for the pages it moves to lose
+ * their extra references, while we wait for it (ksm_wait_while_offlining()):
+ * drop the batch's references first and skip its pages. Under
+ * ksm_thread_mutex.
+ */
+static void upm_release_batch(struct upm_pass *p)
+{
+	unsigned int i;
+
+	for (i = 0; i < p->nr; i++) {
+		struct upm_page *up = &p->batch[i];
+
+		if (up->kfolio)
+			folio_put(up->kfolio);
+		up->kfolio = NULL;
+		if (!p->released)
+			upm_put_later(p, up->page);
+	}
+	release_pages(p->put, p->nr_put);
+	p->nr_put = 0;
+	p->released = true;
+}
+
+/*
  * Take ksm_thread_mutex for a phase of the batch, and set up what merging
  * under it needs. What is allocated under it (index entries, stable nodes,
  * rmap_items) is charged to the memory cgroup of the advised mm, also when
@@ -1342,7 +1372,10 @@ static int upm_batch_lock(struct upm_pass *p, bool killable)
 		mutex_lock(&ksm_thread_mutex);
 	else if (mutex_lock_killable(&ksm_thread_mutex))
 		return -EINTR;
-	ksm_wait_while_offlining();
+	if (ksm_run & KSM_RUN_OFFLINE) {
+		upm_release_batch(p);
+		ksm_wait_while_offlining();
+	}
 	/* First, so that the rmap_list cursor is valid whatever follows */
 	if (!upm_find_slot(p) || (ksm_run & KSM_RUN_UNMERGE))
 		return 0;
@@ -1539,18 +1572,20 @@ static void upm_finish_planned(struct upm_pass *p)
 				   rmap_item->address & ~UPM_PENDING_FLAG);
 			if (!up->merged)
 				ksm_remove_rmap_item(rmap_item);
-		} else if (up->merged && p->slot) {
+		} else if (up->merged && p->slot && !p->released) {
 			upm_merged_without_item(p, up);
 		}
-		folio_put(up->kfolio);
+		if (up->kfolio)
+			folio_put(up->kfolio);
 		up->kfolio = NULL;
 		if (up->merged) {
 			p->mm->upm_merged_pages++;
 			p->count[UPM_PAGES_MERGED]++;
-		} else if (enabled) {
+		} else if (enabled && !p->released) {
 			upm_merge_page(p, up);
 		} else {
-			p->count[UPM_SKIPPED_DISABLED]++;
+			p->count[enabled ? UPM_SKIPPED_BUSY :
+				 UPM_SKIPPED_DISABLED]++;
 		}
 	}
 	upm_batch_unlock(p, enabled);
@@ -1578,10 +1613,11 @@ static int upm_merge_batch(struct upm_pass *p)
 		up_read(&upm_merge_sem);
 		return enabled;
 	}
-	if (enabled) {
+	if (enabled && !p->released) {
 		upm_plan_batch(p);
 	} else {
-		p->count[UPM_SKIPPED_DISABLED] += p->nr;
+		p->count[p->released ? UPM_SKIPPED_BUSY :
+			 UPM_SKIPPED_DISABLED] += p->nr;
 		for (i = 0; i < p->nr; i++)
 			p->batch[i].plan = UPM_PLAN_NONE;
 	}
@@ -1703,9 +1739,10 @@ int upm_merge_range(struct mm_struct *mm, struct task_struct *owner,
 		mmap_read_unlock(mm);
 
 		upm_hash_batch(p);
+		p->released = false;
 		if (p->nr)
 			err = upm_merge_batch(p);
-		for (i = 0; i < p->nr; i++)
+		for (i = 0; i < p->nr && !p->released; i++)
 			upm_put_later(p, p->batch[i].page);
 		/* Frees the pages that merges replaced, in one go */
 		release_pages(p->put, p->nr_put);
