@@ -272,14 +272,36 @@ enum racer { RACER_NONE, RACER_KSMD, RACER_RUN_2 };
 
 static pthread_t run2_thread;
 
+struct run2_ctx {
+	unsigned int delay_us;
+	struct peer *peers;	/* peers 1 and 2 of the fixture */
+	int ksm_after;		/* their KSM pages right after "echo 2" */
+};
+
 /*
- * One "echo 2", then "echo 0", a moment into the advice: the state after
- * that one unmerge is checked, before any other unmerge could mend it.
+ * One "echo 2", then "echo 0", a moment into the advice. Between the two,
+ * KSM stays unmerged: no advice may merge anything, nor may a merge in
+ * flight land behind the unmerge, so the advisers map no KSM page then.
+ * The state after that one unmerge is checked later too, before any
+ * other unmerge could mend it.
  */
 static void *run2_once(void *arg)
 {
-	usleep(*(unsigned int *)arg);
+	struct run2_ctx *c = arg;
+
+	usleep(c->delay_us);
 	write_str("/sys/kernel/mm/ksm/run", "2");
+	c->ksm_after = 0;
+	for (int k = 1; k <= 2; k++) {
+		struct peer *t = &c->peers[k];
+
+		for (int i = 0; i < NP; i++) {
+			uint64_t pfn = pfn_in(t->pid, t->addr + i * psize());
+
+			if (pfn && (read_kpageflags(pfn) & (1ULL << KPF_KSM)))
+				c->ksm_after++;
+		}
+	}
 	write_str("/sys/kernel/mm/ksm/run", "0");
 	return NULL;
 }
@@ -299,6 +321,7 @@ static void advisers_into_shared(struct __test_metadata *_metadata,
 				 struct _test_data_mx *self, uint64_t seed,
 				 enum racer racer, unsigned int delay_us)
 {
+	struct run2_ctx run2 = { delay_us, self->peer, 0 };
 	struct peer *owner = &self->peer[0];
 
 	/* The peers must not inherit self->mem's KSM pages */
@@ -309,15 +332,17 @@ static void advisers_into_shared(struct __test_metadata *_metadata,
 		ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/run", "1"));
 	if (racer == RACER_RUN_2)
 		ASSERT_EQ(0, pthread_create(&run2_thread, NULL, run2_once,
-					    &delay_us));
+					    &run2));
 	for (int k = 1; k <= 2; k++)
 		ASSERT_EQ(0, peer_send(&self->peer[k], PEER_ADVISE, 0, 0, 0));
 	for (int k = 1; k <= 2; k++)
 		EXPECT_EQ(0, peer_wait(&self->peer[k]));
 	if (racer == RACER_KSMD)
 		ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/run", "0"));
-	if (racer == RACER_RUN_2)
+	if (racer == RACER_RUN_2) {
 		pthread_join(run2_thread, NULL);
+		EXPECT_EQ(0, run2.ksm_after);
+	}
 	ASSERT_EQ(0, peer_pfns(owner));
 	for (int k = 1; k <= 2; k++) {
 		struct peer *t = &self->peer[k];
@@ -393,6 +418,144 @@ TEST_F_TIMEOUT(mx, race_advisers_into_shared_with_ksm_run_2, 300)
 	}
 	TH_LOG("%d rounds", rounds);
 	advisers_into_shared(_metadata, self, 1700, RACER_NONE, 0);
+}
+
+/* Pages of race_ksm_run_2_during_long_advice: 64 batches */
+#define LONG_PAGES	4096
+
+/*
+ * A child holding LONG_PAGES of @seed that advises them on each byte
+ * written to its command pipe, and exits when that pipe closes. Return:
+ * its pid; its command and reply pipe ends in @cmd and @reply.
+ */
+static pid_t long_child(uint64_t seed, int *cmd, int *reply)
+{
+	int to[2], from[2];
+	pid_t pid;
+	char c;
+
+	if (pipe(to) || pipe(from))
+		return -1;
+	pid = fork();
+	if (!pid) {
+		char *p = map_anon(LONG_PAGES);
+
+		close(to[1]);
+		close(from[0]);
+		if (!p)
+			_exit(1);
+		fill(p, LONG_PAGES, seed);
+		while (read(to[0], &c, 1) == 1) {
+			c = !madvise(p, LONG_PAGES * psize(),
+				     MADV_UPM_MERGEABLE);
+			if (write(from[1], &c, 1) != 1)
+				_exit(1);
+		}
+		_exit(0);
+	}
+	close(to[0]);
+	close(from[1]);
+	*cmd = to[1];
+	*reply = from[0];
+	return pid;
+}
+
+/* Ask a long_child() to advise its pages; true once it did */
+static bool long_child_advise(int cmd, int reply)
+{
+	char c = 'a';
+
+	return write(cmd, &c, 1) == 1 && read(reply, &c, 1) == 1 && c;
+}
+
+struct long_run2 {
+	char *mem;
+	unsigned int delay_us;
+	int ksm_after;
+};
+
+/* "echo 2", count our KSM pages, "echo 0" (see run2_once()) */
+static void *long_run2_once(void *arg)
+{
+	struct long_run2 *c = arg;
+
+	usleep(c->delay_us);
+	write_str("/sys/kernel/mm/ksm/run", "2");
+	c->ksm_after = 0;
+	for (int i = 0; i < LONG_PAGES; i++)
+		c->ksm_after += is_ksm(c->mem + i * psize());
+	write_str("/sys/kernel/mm/ksm/run", "0");
+	return NULL;
+}
+
+/*
+ * "echo 2 > ksm/run" in the middle of a long advice (64 batches) that
+ * merges into pages shared already, partly without the mutex: once it
+ * returns, nothing is merged until "echo 0" (no merge in flight lands
+ * behind its unmerge), and each KSM page mapped after has its rmap_item.
+ */
+TEST_F_TIMEOUT(mx, race_ksm_run_2_during_long_advice, 300)
+{
+	int cmd[2], reply[2], rounds = 0, status;
+	time_t end = now() + RACE_SECS;
+	unsigned int advice_us = 0;
+	pid_t kid[2];
+
+	for (int k = 0; k < 2; k++) {
+		kid[k] = long_child(1800, &cmd[k], &reply[k]);
+		ASSERT_LT(0, kid[k]);
+	}
+	while (now() < end || rounds < 3) {
+		struct long_run2 c = { 0 };
+		struct timespec t0, t1;
+		long ksm_pages = 0;
+		pthread_t th;
+
+		/* The first's become candidates, the second's shared pages */
+		for (int k = 0; k < 2; k++)
+			ASSERT_TRUE(long_child_advise(cmd[k], reply[k]));
+		c.mem = map_anon(LONG_PAGES);
+		ASSERT_NE(NULL, c.mem);
+		fill(c.mem, LONG_PAGES, 1800);
+		/* Round 0 times the advice; later ones race it at 10-90% */
+		c.delay_us = advice_us / 10 + (rounds * 7919) %
+			     (advice_us * 8 / 10 + 1);
+		if (rounds)
+			ASSERT_EQ(0, pthread_create(&th, NULL, long_run2_once,
+						    &c));
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		ASSERT_EQ(0, madvise(c.mem, LONG_PAGES * psize(),
+				     MADV_UPM_MERGEABLE));
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		if (rounds)
+			pthread_join(th, NULL);
+		else
+			advice_us = (t1.tv_sec - t0.tv_sec) * 1000000 +
+				    (t1.tv_nsec - t0.tv_nsec) / 1000;
+		EXPECT_EQ(0, c.ksm_after);
+		for (int i = 0; i < LONG_PAGES; i++)
+			ksm_pages += is_ksm(c.mem + i * psize());
+		if (rounds)
+			TH_LOG("run=2 %u us into a %u us advice: %d KSM pages then, %ld at the end",
+			       c.delay_us, advice_us, c.ksm_after, ksm_pages);
+		EXPECT_EQ(ksm_pages, read_ksm_stat("ksm_merging_pages"));
+		EXPECT_TRUE(same_as(c.mem, LONG_PAGES, 1800));
+		ASSERT_EQ(0, munmap(c.mem, LONG_PAGES * psize()));
+		/* Unmerge what is left, the stale items of c.mem too */
+		ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/run", "2"));
+		ASSERT_EQ(0, write_str("/sys/kernel/mm/ksm/run", "0"));
+		rounds++;
+	}
+	TH_LOG("%d rounds", rounds);
+	/* Each child holds the other's command pipe too: close all first */
+	for (int k = 0; k < 2; k++) {
+		close(cmd[k]);
+		close(reply[k]);
+	}
+	for (int k = 0; k < 2; k++) {
+		ASSERT_EQ(kid[k], waitpid(kid[k], &status, 0));
+		EXPECT_EQ(0, status);
+	}
 }
 
 int main(int argc, char **argv)
