@@ -364,7 +364,7 @@ static u64 upm_domain_of(struct mm_struct *mm, struct task_struct *owner,
 /* What the batch's phase without the mutex does with a page */
 enum upm_plan {
 	UPM_PLAN_NONE,		/* nothing: handled, or skipped */
-	UPM_PLAN_LOCKED,	/* merge it under the mutex (upm_merge_page()) */
+	UPM_PLAN_LOCKED,	/* merge it under the mutex: upm_merge_page() */
 	UPM_PLAN_ZERO,		/* replace it by the shared zero page */
 	UPM_PLAN_TWIN,		/* merge it into a reserved KSM page */
 };
@@ -1475,7 +1475,8 @@ static void upm_merge_planned(struct upm_pass *p)
 		 */
 		if (vma && upm_vma_advised(vma) &&
 		    page_address_in_vma(up->page, vma) == up->addr &&
-		    (up->plan == UPM_PLAN_ZERO || vma->anon_vma == up->anon_vma))
+		    (up->plan == UPM_PLAN_ZERO ||
+		     vma->anon_vma == up->anon_vma))
 			up->merged = !ksm_merge_one_page(vma, up->page, kpage);
 		if (up->plan == UPM_PLAN_ZERO)
 			p->count[up->merged ? UPM_PAGES_ZERO : disabled ?

@@ -46,7 +46,7 @@ if [ -f "$obj/.config" ]; then
 	# folio_walk_start() takes the PTL without a sparse annotation, so
 	# every caller gets this (mm/ksm.c's get_mergeable_page too)
 	w1_sparse mm/upm.o 'upm\.[ch]|ksm_internal' \
-		"context imbalance in '(upm_collect_page|upm_candidate_page|upm_page_mapped_at)' - unexpected unlock"
+		"context imbalance in '(upm_collect_page|upm_candidate_page|upm_page_mapped_at_locked|upm_merged_without_item)' - unexpected unlock"
 	# KSM's side of the seam: nothing beyond upstream KSM's own sparse
 	# context warnings (functions that unlock what a helper locked)
 	w1_sparse mm/ksm.o 'warning|error' \

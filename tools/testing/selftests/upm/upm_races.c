@@ -536,8 +536,9 @@ TEST_F_TIMEOUT(mx, race_ksm_run_2_during_long_advice, 300)
 		for (int i = 0; i < LONG_PAGES; i++)
 			ksm_pages += is_ksm(c.mem + i * psize());
 		if (rounds)
-			TH_LOG("run=2 %u us into a %u us advice: %d KSM pages then, %ld at the end",
-			       c.delay_us, advice_us, c.ksm_after, ksm_pages);
+			TH_LOG("run=2 %u us into a %u us advice: %s %d, %s %ld",
+			       c.delay_us, advice_us, "KSM pages then",
+			       c.ksm_after, "at the end", ksm_pages);
 		EXPECT_EQ(ksm_pages, read_ksm_stat("ksm_merging_pages"));
 		EXPECT_TRUE(same_as(c.mem, LONG_PAGES, 1800));
 		ASSERT_EQ(0, munmap(c.mem, LONG_PAGES * psize()));
