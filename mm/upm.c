@@ -153,7 +153,8 @@
  * indexes, KSM's trees and the mm's rmap_item list; it is dropped after
  * every phase of a batch, so ksmd and other advisers are never starved,
  * and cond_resched() runs between batches. Each batch holds upm_merge_sem
- * for read, taken before the mutex, and the merges of step 4 run under it
+ * for read, taken before it collects its pages (so before any page
+ * reference or the mutex), and the merges of step 4 run under it
  * and mmap_lock (read), then the folio lock, without the mutex. "echo 2 >
  * run" holds upm_merge_sem for write, taken before the mutex, while it
  * unmerges everything (upm_block_merges()), so that no merge lands behind
@@ -1490,7 +1491,9 @@ static void upm_merge_planned(struct upm_pass *p)
  * twin's node any more: ksmd freed it (the page was absent as ksmd passed
  * it: swapped out, or under migration), or took it out. Give the mapping
  * an item in the node now, as ksmd would give it one, so that rmap finds
- * it. Under ksm_thread_mutex.
+ * it. Not for a batch released for memory offlining (upm_release_batch()),
+ * which holds no reference on the twin any more: ksmd's next pass gives
+ * such a mapping its item. Under ksm_thread_mutex.
  */
 static void upm_merged_without_item(struct upm_pass *p, struct upm_page *up)
 {
@@ -1594,7 +1597,7 @@ static void upm_finish_planned(struct upm_pass *p)
 
 /*
  * Merge the hashed batch in three phases: plan under ksm_thread_mutex, merge
- * the planned pages without it, finish under it. All three hold
+ * the planned pages without it, finish under it. The caller holds
  * upm_merge_sem for read, which "echo 2 > run" holds for write while it
  * unmerges everything (upm_block_merges()): so the stable nodes and
  * rmap_items of the merges reserved stay until the batch is done.
@@ -1606,14 +1609,10 @@ static int upm_merge_batch(struct upm_pass *p)
 	unsigned int i;
 	int enabled;
 
-	if (down_read_killable(&upm_merge_sem))
-		return -EINTR;
 	/* "echo 2 > run" can hold the mutex for minutes */
 	enabled = upm_batch_lock(p, true);
-	if (enabled < 0) {
-		up_read(&upm_merge_sem);
+	if (enabled < 0)
 		return enabled;
-	}
 	if (enabled && !p->released) {
 		upm_plan_batch(p);
 	} else {
@@ -1626,7 +1625,6 @@ static int upm_merge_batch(struct upm_pass *p)
 
 	upm_merge_planned(p);
 	upm_finish_planned(p);
-	up_read(&upm_merge_sem);
 	return 0;
 }
 
@@ -1731,8 +1729,17 @@ int upm_merge_range(struct mm_struct *mm, struct task_struct *owner,
 	/* Pages still in per-CPU LRU batches hold an extra reference. */
 	lru_add_drain_all();
 	while (p->addr < end) {
+		/*
+		 * Before the batch's page references: "echo 2 > run" may wait
+		 * for memory offlining, which waits for those references.
+		 */
 		if (fatal_signal_pending(current) ||
-		    mmap_read_lock_killable(mm)) {
+		    down_read_killable(&upm_merge_sem)) {
+			err = -EINTR;
+			break;
+		}
+		if (mmap_read_lock_killable(mm)) {
+			up_read(&upm_merge_sem);
 			err = -EINTR;
 			break;
 		}
@@ -1743,6 +1750,7 @@ int upm_merge_range(struct mm_struct *mm, struct task_struct *owner,
 		p->released = false;
 		if (p->nr)
 			err = upm_merge_batch(p);
+		up_read(&upm_merge_sem);
 		for (i = 0; i < p->nr && !p->released; i++)
 			upm_put_later(p, p->batch[i].page);
 		/* Frees the pages that merges replaced, in one go */
