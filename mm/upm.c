@@ -586,30 +586,37 @@ static bool upm_find_slot(struct upm_pass *p)
 }
 
 /*
+ * Move the rmap_list cursor to the link where the item for @addr is or
+ * belongs: items are sorted by address, and the cursor only moves up.
+ */
+static struct ksm_rmap_item **upm_cursor_to(struct upm_pass *p,
+					    unsigned long addr)
+{
+	struct ksm_rmap_item **link = p->cursor;
+
+	while (*link && ((*link)->address & PAGE_MASK) < addr)
+		link = &(*link)->rmap_list;
+	p->cursor = link;
+	return link;
+}
+
+/*
  * The rmap_item for @addr: the existing one, or a new one linked into the
  * sorted rmap_list. Never frees an item (see the DOC comment).
  */
 static struct ksm_rmap_item *upm_rmap_item(struct upm_pass *p,
 					   unsigned long addr)
 {
-	struct ksm_rmap_item **link = p->cursor;
-
-	while (*link && ((*link)->address & PAGE_MASK) < addr)
-		link = &(*link)->rmap_list;
-	p->cursor = link;
-	/* *link is NULL or at or above addr: nothing is freed here */
-	return ksm_get_rmap_item(p->slot, link, addr);
+	/* The link is NULL or at or above addr: nothing is freed here */
+	return ksm_get_rmap_item(p->slot, upm_cursor_to(p, addr), addr);
 }
 
 /* The existing rmap_item for @addr, or NULL: as upm_rmap_item(), no new */
 static struct ksm_rmap_item *upm_find_rmap_item(struct upm_pass *p,
 						unsigned long addr)
 {
-	struct ksm_rmap_item **link = p->cursor;
+	struct ksm_rmap_item **link = upm_cursor_to(p, addr);
 
-	while (*link && ((*link)->address & PAGE_MASK) < addr)
-		link = &(*link)->rmap_list;
-	p->cursor = link;
 	if (*link && ((*link)->address & PAGE_MASK) == addr)
 		return *link;
 	return NULL;
